@@ -1,1 +1,49 @@
-//! Millrace API types.
+//! Millrace API types: the `millrace.dev/v1alpha1` custom resources and the rendered
+//! [`WorkerConfig`] that the operator hands to workers.
+//!
+//! This crate does no I/O. Everything here is data plus pure helpers (condition bookkeeping,
+//! duration parsing, stable names), so the operator, the worker and the CLI agree exactly.
+
+// kube-derive attributes repeat keys such as `type_` across printer columns by design.
+#![allow(clippy::duplicated_attributes)]
+
+pub mod common;
+pub mod conditions;
+pub mod connection;
+pub mod contract;
+pub mod flow;
+pub mod naming;
+pub mod worker_config;
+
+pub use common::{Duration, DurationError, RetryPolicy, SecretKeyRef, SemVer};
+pub use conditions::{ConditionStatus, set_condition};
+pub use connection::{PartnerConnection, PartnerConnectionSpec, PartnerConnectionStatus};
+pub use contract::{EventContract, EventContractSpec, EventContractStatus};
+pub use flow::{IntegrationFlow, IntegrationFlowSpec, IntegrationFlowStatus};
+pub use worker_config::WorkerConfig;
+
+/// The API group of every Millrace kind.
+pub const GROUP: &str = "millrace.dev";
+/// The served and stored API version.
+pub const VERSION: &str = "v1alpha1";
+/// Annotation that stops reconciliation of an object while set to `"true"`.
+pub const PAUSED_ANNOTATION: &str = "millrace.dev/paused";
+
+/// Every CustomResourceDefinition of the API, in a stable order.
+pub fn all_crds()
+-> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
+{
+    use kube::CustomResourceExt;
+    vec![
+        EventContract::crd(),
+        PartnerConnection::crd(),
+        IntegrationFlow::crd(),
+    ]
+}
+
+/// File name under `crds/yaml/` for a CRD, e.g. `integrationflows.millrace.dev.yaml`.
+pub fn crd_file_name(
+    crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+) -> String {
+    format!("{}.yaml", crd.metadata.name.as_deref().unwrap_or("unnamed"))
+}

@@ -1,0 +1,514 @@
+//! IntegrationFlow: a governed path from one source to one or more destinations.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{Duration, LocalObjectRef, RetryPolicy, SecretKeyRef, SemVer, any_json};
+
+/// An IntegrationFlow consumes business events from one source, validates them against a
+/// contract, transforms them with jq, and delivers them to every route whose predicate holds,
+/// at least once. The operator declares its RabbitMQ topology and runs its workers.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "millrace.dev",
+    version = "v1alpha1",
+    kind = "IntegrationFlow",
+    namespaced,
+    status = "IntegrationFlowStatus",
+    shortname = "flow",
+    shortname = "iflow",
+    category = "millrace",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(name = "Version", type_ = "string", json_path = ".spec.version"),
+    printcolumn(
+        name = "Contract",
+        type_ = "string",
+        json_path = ".status.contract.ref",
+        description = "Contract and version in use"
+    ),
+    printcolumn(
+        name = "Backlog",
+        type_ = "integer",
+        json_path = ".status.queue.backlog",
+        description = "Messages waiting in the main queue"
+    ),
+    printcolumn(
+        name = "DLQ",
+        type_ = "integer",
+        json_path = ".status.queue.deadLetters",
+        description = "Messages in the dead-letter queue"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(
+    validation = Rule::new("has(self.source.amqp) || has(self.broker)").message("spec.broker is required when the source is http: name the AMQP connection that holds the flow's queues"),
+    validation = Rule::new("!has(self.delivery) || !has(self.delivery.ordering) || !has(self.source.http) || has(self.broker)").message("an ordered flow needs a broker")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct IntegrationFlowSpec {
+    /// Version of this flow, chosen by people (semver, for example `1.4.0`). Shown in status and
+    /// history, and used by promotion.
+    pub version: SemVer,
+    /// Where events come from: exactly one of `amqp` or `http`.
+    pub source: FlowSource,
+    /// The AMQP connection whose broker holds this flow's queues (main, retry tiers, DLQ,
+    /// archive). Defaults to the source connection; required for an HTTP source.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<BrokerRef>,
+    /// The contract inbound events must satisfy.
+    pub contract: ContractRef,
+    /// Optional jq transform applied after validation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transform: Option<Transform>,
+    /// Where transformed events go. Each route is delivered and retried on its own.
+    #[schemars(length(min = 1, max = 16))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub routes: Vec<Route>,
+    /// Retries, dead-lettering, idempotency and ordering.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<FlowDelivery>,
+    /// How long events are kept in the archive stream for replay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<ReplaySpec>,
+    /// Service level: the longest acceptable time from an event's time to its confirmed delivery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sla: Option<SlaSpec>,
+    /// Worker pods that run this flow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<WorkersSpec>,
+    /// What deletion does to the queues: Retain (default) keeps queues that hold data; Delete removes them.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+    /// Stops the workers (replicas 0) while keeping the topology and queued messages.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspend: bool,
+}
+
+/// Where a flow's events come from.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.amqp) != has(self.http)").message("set exactly one of spec.source.amqp or spec.source.http"))]
+pub struct FlowSource {
+    /// Consume from an exchange on a partner's broker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amqp: Option<AmqpSource>,
+    /// Accept events over HTTP at `POST /ingest/<flow>`; answered 202 only once durably queued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpSource>,
+}
+
+/// An AMQP source: the flow's queue is bound to `exchange` with `routingKeys`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AmqpSource {
+    /// Name of an AMQP PartnerConnection in this namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub connection: String,
+    /// Exchange the partner publishes to (a topic exchange, declared if missing).
+    #[schemars(length(min = 1, max = 255))]
+    pub exchange: String,
+    /// Binding keys, for example `production.completed.#`.
+    #[schemars(length(min = 1, max = 32))]
+    pub routing_keys: Vec<String>,
+}
+
+/// An HTTP ingress source.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpSource {
+    /// Ingress path, for example `/ingest/tms`.
+    #[schemars(length(max = 256), regex(pattern = r"^/[A-Za-z0-9._~/-]*$"))]
+    pub path: String,
+    /// How senders authenticate. Required: ingress is never open.
+    pub auth: IngressAuth,
+}
+
+/// Authentication of inbound HTTP requests.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IngressAuth {
+    /// HmacSha256 (header `X-Millrace-Signature: sha256=<hex>` over the body) or Bearer.
+    #[serde(rename = "type")]
+    pub type_: IngressAuthType,
+    /// Secret key holding the HMAC key or the bearer token.
+    pub secret_ref: SecretKeyRef,
+}
+
+/// Inbound HTTP authentication schemes.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum IngressAuthType {
+    /// HMAC-SHA256 signature of the body.
+    HmacSha256,
+    /// A shared bearer token.
+    Bearer,
+}
+
+/// The AMQP connection that holds a flow's queues.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokerRef {
+    /// Name of an AMQP PartnerConnection in this namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub connection: String,
+}
+
+/// Reference to an EventContract version.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContractRef {
+    /// Name of the EventContract in this namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Version to pin. Omitted means the latest accepted version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 50))]
+    pub version: Option<u32>,
+}
+
+/// A jq transform.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Transform {
+    /// jq program run on the event's data; its single output is what routes receive.
+    /// Lookups and args are available as `$name` variables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 65536))]
+    pub jq: Option<String>,
+    /// Master-data maps (ConfigMaps), exposed to jq as `$<name>` objects.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub lookups: Vec<Lookup>,
+    /// Plain values exposed to jq as `$<name>` variables. Templates fill these; text is never spliced into jq.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "args_schema")]
+    pub args: BTreeMap<String, serde_json::Value>,
+    /// Contract the transformed event must satisfy before delivery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_contract: Option<ContractRef>,
+}
+
+fn args_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let value = any_json(generator);
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": 32,
+        "additionalProperties": value,
+        "x-kubernetes-validations": [{
+            "rule": "self.all(k, k.matches('^[A-Za-z_][A-Za-z0-9_]*$'))",
+            "message": "transform.args names must be jq identifiers (letters, digits, underscore; not starting with a digit)"
+        }]
+    })
+}
+
+/// A lookup table from a ConfigMap's data.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Lookup {
+    /// Variable name in jq (`$<name>`): letters, digits and underscore.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$")
+    )]
+    pub name: String,
+    /// ConfigMap whose `data` becomes the lookup object.
+    pub config_map_ref: LocalObjectRef,
+}
+
+/// One destination of a flow.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Route {
+    /// Route name, unique in the flow (lower-case letters, digits and dashes).
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// jq predicate on the transformed event; the route receives it when true. Omitted means always.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
+    pub when: Option<String>,
+    /// Where to deliver.
+    pub destination: Destination,
+}
+
+/// A delivery target: a connection plus either an AMQP publish or an HTTP request.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.amqp) != has(self.http)").message("set exactly one of destination.amqp or destination.http"))]
+pub struct Destination {
+    /// Name of a PartnerConnection in this namespace; its kind (AMQP/HTTP) must match.
+    #[schemars(length(min = 1, max = 253))]
+    pub connection: String,
+    /// Publish to an exchange.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amqp: Option<AmqpDestination>,
+    /// Send an HTTP request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpDestination>,
+}
+
+/// Publish to an AMQP exchange, persistent and mandatory, with publisher confirms.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AmqpDestination {
+    /// Exchange to publish to. It must exist (it is the partner's).
+    #[schemars(length(min = 1, max = 255))]
+    pub exchange: String,
+    /// Routing key.
+    #[serde(default)]
+    #[schemars(length(max = 255))]
+    pub routing_key: String,
+}
+
+/// Send an HTTP request with the event as JSON body.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpDestination {
+    /// POST (default), PUT or PATCH.
+    #[serde(default)]
+    pub method: HttpMethod,
+    /// Path appended to the connection's baseUrl. `{field}` placeholders are filled from the
+    /// transformed event's top-level fields, URL-encoded.
+    #[schemars(length(max = 1024), regex(pattern = r"^/"))]
+    pub path: String,
+}
+
+/// HTTP methods a destination may use.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum HttpMethod {
+    /// POST.
+    #[default]
+    #[serde(rename = "POST")]
+    Post,
+    /// PUT.
+    #[serde(rename = "PUT")]
+    Put,
+    /// PATCH.
+    #[serde(rename = "PATCH")]
+    Patch,
+}
+
+/// Delivery guarantees of a flow.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FlowDelivery {
+    /// Retry policy; overrides the destination connection's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+    /// Dead-lettering of permanent failures and exhausted retries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter: Option<DeadLetterSpec>,
+    /// Deterministic delivery keys and an in-process dedupe window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency: Option<IdempotencySpec>,
+    /// Per-key ordering through partition queues.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordering: Option<OrderingSpec>,
+}
+
+/// Dead-letter settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetterSpec {
+    /// Keep failed messages in the flow's DLQ (default true). When false they are dropped
+    /// after being counted and logged: only for events that may be lost.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Idempotency settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IdempotencySpec {
+    /// jq expression on the inbound event giving its key, for example `.prodOrderId + ":" + .segment`.
+    #[schemars(length(min = 1, max = 4096))]
+    pub key: String,
+    /// How long a delivered key is remembered to drop repeats, for example `24h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<Duration>,
+}
+
+/// Ordering settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderingSpec {
+    /// jq expression on the inbound event giving the ordering key, for example `.prodOrderId`.
+    #[schemars(length(min = 1, max = 4096))]
+    pub key: String,
+    /// Number of partition queues (1-64), each with a single active consumer.
+    #[schemars(range(min = 1, max = 64))]
+    pub partitions: u32,
+}
+
+/// Replay settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplaySpec {
+    /// How long the archive stream keeps events, for example `7d`.
+    pub retention: Duration,
+}
+
+/// Service level settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SlaSpec {
+    /// Longest acceptable time from the event's `time` to its confirmed delivery, for example `30s`.
+    pub max_latency: Duration,
+}
+
+/// Worker pod settings.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkersSpec {
+    /// Number of worker pods (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub replicas: Option<i32>,
+    /// Unacknowledged messages each worker may hold (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub prefetch: Option<u16>,
+    /// CPU and memory for each worker container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+/// What deleting a flow does to its queues.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum DeletionPolicy {
+    /// Keep the queues, and the messages in them.
+    #[default]
+    Retain,
+    /// Remove the flow's queues, tiers, DLQ and archive.
+    Delete,
+}
+
+/// Observed state of an IntegrationFlow.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IntegrationFlowStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `sha256:` digest of the rendered worker config now applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// `spec.version` of the applied revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Accepted, ContractsResolved, ConnectionsReady, TopologyReady, WorkersAvailable, Healthy and Ready.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// The contract version in use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contract: Option<ResolvedContract>,
+    /// Worker replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<ReplicaCounts>,
+    /// Queue figures, sampled on their own timer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueueFigures>,
+    /// The last 10 revisions, newest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<RevisionRecord>,
+}
+
+/// The contract version a flow resolved.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolvedContract {
+    /// Contract name.
+    pub name: String,
+    /// Version in use.
+    pub version: u32,
+    /// `name@vN`, for display.
+    #[serde(rename = "ref")]
+    pub reference: String,
+}
+
+/// Desired and ready worker replicas.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaCounts {
+    /// Replicas asked for.
+    pub desired: i32,
+    /// Replicas available.
+    pub ready: i32,
+}
+
+/// Sampled queue figures.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueFigures {
+    /// Messages ready in the main queue (all partitions of an ordered flow).
+    pub backlog: u64,
+    /// Messages in the dead-letter queue.
+    pub dead_letters: u64,
+    /// Consumers on the main queue (or partitions).
+    pub consumers: u32,
+    /// When these figures were sampled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampled_at: Option<Time>,
+}
+
+/// One applied revision.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionRecord {
+    /// `sha256:` digest of the rendered worker config.
+    pub revision: String,
+    /// `spec.version` at that time.
+    pub version: String,
+    /// When the operator applied it.
+    pub applied_at: Time,
+    /// Applied, RolledOut or Failed.
+    pub outcome: String,
+}
+
+/// The number of revisions kept in `status.history`.
+pub const HISTORY_LIMIT: usize = 10;
+
+/// Condition types of a flow, in the order they are evaluated.
+pub mod condition {
+    /// The spec is valid (jq compiles, references are well formed).
+    pub const ACCEPTED: &str = "Accepted";
+    /// Input and output contracts exist and the versions are accepted.
+    pub const CONTRACTS_RESOLVED: &str = "ContractsResolved";
+    /// Every referenced connection exists, matches its use and is Ready.
+    pub const CONNECTIONS_READY: &str = "ConnectionsReady";
+    /// Queues, tiers, DLQ, archive and bindings are declared.
+    pub const TOPOLOGY_READY: &str = "TopologyReady";
+    /// The worker Deployment has its replicas available.
+    pub const WORKERS_AVAILABLE: &str = "WorkersAvailable";
+    /// The queue has consumers and dead-letters are not growing too fast.
+    pub const HEALTHY: &str = "Healthy";
+    /// The flow works.
+    pub const READY: &str = "Ready";
+    /// Reconciliation is paused by annotation.
+    pub const PAUSED: &str = "ReconciliationPaused";
+}
