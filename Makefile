@@ -43,3 +43,6 @@ env-status: ## Show what runs, its versions and its endpoints
 
 env-kubeconfig: ## Print the path of the local kubeconfig
 	@echo $(KUBECONFIG_LOCAL)
+
+bench: env-up ## Benchmarks: worker pipeline vs a bare lapin loop, side by side (see docs/benchmarks.md)
+	@hack/bench.sh
