@@ -1,0 +1,368 @@
+#!/usr/bin/env bash
+# Builds (once) and starts the local environment: etcd, kube-apiserver, kube-controller-manager,
+# kube-scheduler, kwok with one fake node, and RabbitMQ; then installs the Millrace CRDs.
+#
+# Idempotent: what already runs is left alone, what is gone (a stale pid file) is started again.
+# Binaries are cached in $MILLRACE_HOME/bin, state and logs live in $MILLRACE_HOME/env.
+set -euo pipefail
+
+HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_DIR="$(dirname "$HACK_DIR")"
+# shellcheck source=hack/build.sh
+source "$HACK_DIR/build.sh"
+
+TOTAL_STEPS=11
+STARTED=() # components this run started, for the summary
+
+# --- processes ---------------------------------------------------------------------------------------
+
+# start_component NAME ARGS...: start $BIN_DIR/NAME detached (own session, no stdin) and record its pid.
+start_component() {
+  local name=$1
+  shift
+  mkdir -p "$RUN_DIR" "$LOG_DIR"
+  setsid "$BIN_DIR/$name" "$@" </dev/null >>"$LOG_DIR/$name.log" 2>&1 &
+  echo $! >"$(pid_file "$name")"
+  STARTED+=("$name")
+}
+
+# wait_until LABEL TIMEOUT_SECONDS NAME CMD...: poll CMD once a second until it succeeds. Fails early when the
+# component NAME (if not "-") has exited, showing its log.
+wait_until() {
+  local label=$1 timeout=$2 name=$3
+  shift 3
+  local started=$SECONDS
+  until "$@" >/dev/null 2>&1; do
+    if [[ $name != - ]] && ! component_pid "$name" >/dev/null; then
+      warn "$name exited while waiting for $label; last lines of $LOG_DIR/$name.log:"
+      tail -n 30 "$LOG_DIR/$name.log" >&2 || true
+      exit 1
+    fi
+    if ((SECONDS - started >= timeout)); then
+      warn "timed out after ${timeout}s waiting for $label"
+      [[ $name == - ]] || tail -n 30 "$LOG_DIR/$name.log" >&2 || true
+      exit 1
+    fi
+    sleep 1
+  done
+}
+
+# ensure_component NAME HEALTH_LABEL TIMEOUT START_FUNCTION HEALTH_CMD...
+ensure_component() {
+  local name=$1 label=$2 timeout=$3 start_fn=$4
+  shift 4
+  local pid
+  if pid=$(component_pid "$name"); then
+    log "    $name already running (pid $pid)"
+  else
+    [[ -f $(pid_file "$name") ]] && log "    $name: stale pid file, process gone; starting it again"
+    "$start_fn"
+    log "    started $name (pid $(<"$(pid_file "$name")"), log: $LOG_DIR/$name.log)"
+  fi
+  wait_until "$label" "$timeout" "$name" "$@"
+}
+
+# --- PKI ---------------------------------------------------------------------------------------------
+
+# issue_cert NAME SUBJECT EXT: a key and a certificate signed by the environment's CA.
+issue_cert() {
+  local name=$1 subject=$2 ext=$3
+  openssl req -new -newkey rsa:2048 -nodes -keyout "$PKI_DIR/$name.key" -subj "$subject" \
+    -out "$PKI_DIR/$name.csr" 2>/dev/null
+  openssl x509 -req -in "$PKI_DIR/$name.csr" -CA "$PKI_DIR/ca.crt" -CAkey "$PKI_DIR/ca.key" -CAcreateserial \
+    -days 3650 -extfile <(printf '%s\n' "$ext") -out "$PKI_DIR/$name.crt" 2>/dev/null
+  rm -f "$PKI_DIR/$name.csr"
+}
+
+# ensure_pki: a CA, the apiserver's serving certificate, client certificates (the admin is in
+# system:masters; the controller manager and scheduler get their built-in RBAC identities) and the
+# service-account signing key pair. Made once; a complete set is reused.
+ensure_pki() {
+  if [[ -f $PKI_DIR/complete ]]; then
+    log "    reusing the certificates in $PKI_DIR"
+    return 0
+  fi
+  rm -rf "$PKI_DIR"
+  mkdir -p "$PKI_DIR"
+  chmod 700 "$PKI_DIR"
+  openssl req -x509 -new -newkey rsa:2048 -nodes -days 3650 -subj "/CN=millrace-local-ca" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
+    -keyout "$PKI_DIR/ca.key" -out "$PKI_DIR/ca.crt" 2>/dev/null
+  local client="basicConstraints=CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=clientAuth"
+  issue_cert apiserver "/CN=kube-apiserver" "basicConstraints=CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=serverAuth
+subjectAltName=IP:127.0.0.1,DNS:localhost,IP:10.0.0.1,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc"
+  issue_cert admin "/O=system:masters/CN=millrace-admin" "$client"
+  issue_cert kube-controller-manager "/CN=system:kube-controller-manager" "$client"
+  issue_cert kube-scheduler "/CN=system:kube-scheduler" "$client"
+  openssl genrsa -out "$PKI_DIR/sa.key" 2048 2>/dev/null
+  openssl rsa -in "$PKI_DIR/sa.key" -pubout -out "$PKI_DIR/sa.pub" 2>/dev/null
+  touch "$PKI_DIR/complete"
+  log "    made a CA, serving and client certificates, and service-account keys in $PKI_DIR"
+}
+
+# write_kubeconfig FILE USER: a self-contained kubeconfig (certificates embedded) for a client identity.
+write_kubeconfig() {
+  local file=$1 user=$2 tmp
+  tmp="$file.tmp"
+  rm -f "$tmp"
+  kubectl config --kubeconfig "$tmp" set-cluster millrace-local --server "https://127.0.0.1:$APISERVER_PORT" \
+    --certificate-authority "$PKI_DIR/ca.crt" --embed-certs >/dev/null
+  kubectl config --kubeconfig "$tmp" set-credentials "$user" --client-certificate "$PKI_DIR/$user.crt" \
+    --client-key "$PKI_DIR/$user.key" --embed-certs >/dev/null
+  kubectl config --kubeconfig "$tmp" set-context millrace-local --cluster millrace-local --user "$user" >/dev/null
+  kubectl config --kubeconfig "$tmp" use-context millrace-local >/dev/null
+  chmod 600 "$tmp"
+  mv "$tmp" "$file"
+}
+
+# --- components --------------------------------------------------------------------------------------
+
+start_etcd() {
+  mkdir -p "$ENV_DIR/etcd"
+  chmod 700 "$ENV_DIR/etcd"
+  start_component etcd --name millrace --data-dir "$ENV_DIR/etcd" \
+    --listen-client-urls "http://127.0.0.1:$ETCD_CLIENT_PORT" \
+    --advertise-client-urls "http://127.0.0.1:$ETCD_CLIENT_PORT" \
+    --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster "millrace=http://127.0.0.1:$ETCD_PEER_PORT" \
+    --unsafe-no-fsync --log-level warn
+}
+
+etcd_healthy() { curl -fsS "http://127.0.0.1:$ETCD_CLIENT_PORT/health" | grep -q '"health":"true"'; }
+
+# The advertise address must be loopback here, which the default endpoint reconciler refuses; nothing in
+# this environment needs endpoints for the "kubernetes" Service, so it is turned off.
+start_apiserver() {
+  start_component kube-apiserver \
+    --etcd-servers "http://127.0.0.1:$ETCD_CLIENT_PORT" \
+    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$APISERVER_PORT" \
+    --endpoint-reconciler-type none \
+    --tls-cert-file "$PKI_DIR/apiserver.crt" --tls-private-key-file "$PKI_DIR/apiserver.key" \
+    --client-ca-file "$PKI_DIR/ca.crt" \
+    --authorization-mode RBAC \
+    --service-cluster-ip-range 10.0.0.0/24 \
+    --allow-privileged=true \
+    --service-account-issuer "https://127.0.0.1:$APISERVER_PORT" \
+    --service-account-key-file "$PKI_DIR/sa.pub" \
+    --service-account-signing-key-file "$PKI_DIR/sa.key"
+}
+
+apiserver_ready() { kctl get --raw /readyz | grep -qx ok; }
+
+start_controller_manager() {
+  local kc="$ENV_DIR/kube-controller-manager.kubeconfig"
+  start_component kube-controller-manager \
+    --kubeconfig "$kc" --authentication-kubeconfig "$kc" --authorization-kubeconfig "$kc" \
+    --bind-address 127.0.0.1 --secure-port "$KCM_PORT" \
+    --leader-elect=false \
+    --service-account-private-key-file "$PKI_DIR/sa.key" --root-ca-file "$PKI_DIR/ca.crt" \
+    --cluster-signing-cert-file "$PKI_DIR/ca.crt" --cluster-signing-key-file "$PKI_DIR/ca.key"
+}
+
+start_scheduler() {
+  local kc="$ENV_DIR/kube-scheduler.kubeconfig"
+  start_component kube-scheduler \
+    --kubeconfig "$kc" --authentication-kubeconfig "$kc" --authorization-kubeconfig "$kc" \
+    --bind-address 127.0.0.1 --secure-port "$SCHEDULER_PORT" \
+    --leader-elect=false
+}
+
+# healthz PORT: the /healthz of a component's secure port (self-signed serving certificate).
+healthz() { curl -fsSk "https://127.0.0.1:$1/healthz" | grep -qx ok; }
+
+start_kwok() {
+  start_component kwok --kubeconfig "$KUBECONFIG_PATH" \
+    --config "$BIN_DIR/kwok-stages-$KWOK_VERSION.yaml" \
+    --node-lease-duration-seconds 40 \
+    --manage-all-nodes=false \
+    --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
+    --node-ip 10.0.1.1 --cidr 10.0.1.0/24 \
+    --server-address "127.0.0.1:$KWOK_PORT"
+}
+
+kwok_healthy() { curl -fsS "http://127.0.0.1:$KWOK_PORT/healthz" >/dev/null; }
+
+# ensure_kwok_node: the one fake node, untainted so that any workload pod may land there.
+ensure_kwok_node() {
+  kctl apply --server-side --field-manager millrace-env -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Node
+metadata:
+  name: $KWOK_NODE_NAME
+  annotations:
+    kwok.x-k8s.io/node: fake
+    node.alpha.kubernetes.io/ttl: "0"
+  labels:
+    kubernetes.io/arch: amd64
+    kubernetes.io/hostname: $KWOK_NODE_NAME
+    kubernetes.io/os: linux
+    kubernetes.io/role: agent
+    node-role.kubernetes.io/agent: ""
+    type: kwok
+status:
+  allocatable:
+    cpu: "32"
+    memory: 256Gi
+    pods: "110"
+  capacity:
+    cpu: "32"
+    memory: 256Gi
+    pods: "110"
+EOF
+}
+
+node_ready() {
+  [[ $(kctl get node "$KWOK_NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}') == True ]]
+}
+
+# --- RabbitMQ ----------------------------------------------------------------------------------------
+
+RABBITMQ_MARKER="# Written by Millrace's hack/env-up.sh"
+
+as_root() {
+  if [[ $(id -u) == 0 ]]; then "$@"; else sudo -n "$@"; fi
+}
+
+install_rabbitmq() {
+  if command -v rabbitmq-server >/dev/null && command -v rabbitmqctl >/dev/null; then
+    log "    rabbitmq-server $(dpkg-query -W -f '${Version}' rabbitmq-server 2>/dev/null || echo '?') is installed"
+    return 0
+  fi
+  log "    installing rabbitmq-server from Debian (log: $BUILD_DIR/apt-rabbitmq.log)"
+  mkdir -p "$BUILD_DIR"
+  run_with_heartbeat "apt-get install rabbitmq-server" "$BUILD_DIR/apt-rabbitmq.log" \
+    as_root env DEBIAN_FRONTEND=noninteractive bash -c \
+    'apt-get update -q && apt-get install -y -q --no-install-recommends rabbitmq-server'
+}
+
+# configure_rabbitmq: listeners on loopback only, and the plugins Millrace needs, enabled offline.
+# A configuration file that Millrace did not write is left alone.
+configure_rabbitmq() {
+  local conf=/etc/rabbitmq/rabbitmq.conf env_conf=/etc/rabbitmq/rabbitmq-env.conf
+  if [[ ! -s $conf ]] || grep -qF "$RABBITMQ_MARKER" "$conf"; then
+    as_root tee "$conf" >/dev/null <<EOF
+$RABBITMQ_MARKER: listen on loopback only.
+listeners.tcp.default = 127.0.0.1:$RABBITMQ_AMQP_PORT
+management.tcp.ip = 127.0.0.1
+management.tcp.port = $RABBITMQ_MGMT_PORT
+stream.listeners.tcp.default = 127.0.0.1:$RABBITMQ_STREAM_PORT
+EOF
+  else
+    warn "$conf was not written by Millrace; leaving it as it is"
+  fi
+  if [[ ! -s $env_conf ]] || grep -qF "$RABBITMQ_MARKER" "$env_conf" ||
+    [[ $(grep -cvE '^\s*(#|$)' "$env_conf") == 0 ]]; then
+    as_root tee "$env_conf" >/dev/null <<EOF
+$RABBITMQ_MARKER: Erlang distribution on loopback only.
+ERL_EPMD_ADDRESS=127.0.0.1
+SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+CTL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+EOF
+  fi
+  as_root rabbitmq-plugins enable --offline rabbitmq_management rabbitmq_stream \
+    rabbitmq_consistent_hash_exchange >/dev/null
+}
+
+rabbitmq_up() { as_root rabbitmqctl -q await_startup --timeout 2 >/dev/null 2>&1; }
+
+# ensure_rabbitmq: start the node detached unless one already runs. Only a node started here gets a pid
+# file, so env-down stops only that one.
+ensure_rabbitmq() {
+  install_rabbitmq
+  # Configure before the first rabbitmqctl call: that call may start epmd, which must bind loopback too.
+  configure_rabbitmq
+  if rabbitmq_up; then
+    local pid
+    if pid=$(rabbitmq_pid); then
+      log "    rabbitmq already running (pid $pid)"
+    else
+      log "    rabbitmq already running, not started by env-up; using it and leaving it to its owner"
+    fi
+    return 0
+  fi
+  mkdir -p "$RUN_DIR"
+  rm -f "$(pid_file rabbitmq)"
+  as_root rabbitmq-server -detached >/dev/null 2>&1
+  wait_until "RabbitMQ to start" 120 - as_root rabbitmqctl -q await_startup --timeout 10
+  as_root rabbitmqctl -q eval 'list_to_integer(os:getpid()).' >"$(pid_file rabbitmq)"
+  STARTED+=(rabbitmq)
+  log "    started rabbitmq (pid $(<"$(pid_file rabbitmq)"), logs in /var/log/rabbitmq)"
+}
+
+# --- CRDs --------------------------------------------------------------------------------------------
+
+install_crds() {
+  local dir="$REPO_DIR/crds/yaml"
+  shopt -s nullglob
+  local files=("$dir"/*.yaml)
+  shopt -u nullglob
+  if ((${#files[@]} == 0)); then
+    log "    no CRD manifests in crds/yaml yet; skipping"
+    return 0
+  fi
+  local names
+  names=$(kctl apply --server-side --force-conflicts --field-manager millrace-env -f "$dir" -o name)
+  # shellcheck disable=SC2086 # one argument per CRD name
+  kctl wait --for condition=Established --timeout 60s $names >/dev/null
+  log "    $(wc -w <<<"$names") CRDs applied and Established"
+}
+
+# --- main --------------------------------------------------------------------------------------------
+
+main() {
+  log "Millrace local environment: MILLRACE_HOME=$MILLRACE_HOME"
+  mkdir -p "$ENV_DIR" "$RUN_DIR" "$LOG_DIR"
+
+  step 1 $TOTAL_STEPS "building etcd"
+  ensure_built etcd "$ETCD_VERSION" build_etcd etcd
+  step 2 $TOTAL_STEPS "building kube-apiserver, kube-controller-manager, kube-scheduler"
+  ensure_built "kube-apiserver, kube-controller-manager, kube-scheduler" "$KUBE_VERSION" build_kube \
+    kube-apiserver kube-controller-manager kube-scheduler
+  step 3 $TOTAL_STEPS "building kwok"
+  ensure_built kwok "$KWOK_VERSION" build_kwok kwok
+  ensure_kwok_stages
+  step 4 $TOTAL_STEPS "building helm"
+  ensure_built helm "$HELM_VERSION" build_helm helm
+
+  step 5 $TOTAL_STEPS "RabbitMQ"
+  ensure_rabbitmq
+
+  step 6 $TOTAL_STEPS "certificates and kubeconfigs"
+  ensure_pki
+  write_kubeconfig "$KUBECONFIG_PATH" admin
+  write_kubeconfig "$ENV_DIR/kube-controller-manager.kubeconfig" kube-controller-manager
+  write_kubeconfig "$ENV_DIR/kube-scheduler.kubeconfig" kube-scheduler
+
+  step 7 $TOTAL_STEPS "etcd on 127.0.0.1:$ETCD_CLIENT_PORT"
+  ensure_component etcd "etcd to be healthy" 60 start_etcd etcd_healthy
+
+  step 8 $TOTAL_STEPS "kube-apiserver on https://127.0.0.1:$APISERVER_PORT"
+  ensure_component kube-apiserver "kube-apiserver /readyz" 120 start_apiserver apiserver_ready
+
+  step 9 $TOTAL_STEPS "kube-controller-manager and kube-scheduler"
+  ensure_component kube-controller-manager "kube-controller-manager /healthz" 60 start_controller_manager \
+    healthz "$KCM_PORT"
+  ensure_component kube-scheduler "kube-scheduler /healthz" 60 start_scheduler healthz "$SCHEDULER_PORT"
+
+  step 10 $TOTAL_STEPS "kwok and its node $KWOK_NODE_NAME"
+  ensure_component kwok "kwok /healthz" 60 start_kwok kwok_healthy
+  ensure_kwok_node
+  wait_until "node $KWOK_NODE_NAME to be Ready" 60 kwok node_ready
+
+  step 11 $TOTAL_STEPS "Millrace CRDs"
+  install_crds
+
+  log "environment up in $(elapsed_since "$_START_SECONDS")${STARTED[*]:+; started: ${STARTED[*]}}"
+  log "  kubeconfig:  $KUBECONFIG_PATH   (kubectl --kubeconfig \"\$(make -s env-kubeconfig)\" get nodes)"
+  log "  apiserver:   https://127.0.0.1:$APISERVER_PORT    etcd: http://127.0.0.1:$ETCD_CLIENT_PORT"
+  log "  rabbitmq:    amqp://guest:guest@127.0.0.1:$RABBITMQ_AMQP_PORT  management: http://127.0.0.1:$RABBITMQ_MGMT_PORT"
+}
+
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
+  main "$@"
+fi
