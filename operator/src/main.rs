@@ -1,9 +1,13 @@
 //! `millrace-operator`: run the controllers, or print the CRDs.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use millrace_operator::context::Settings;
+use millrace_operator::render::RenderSettings;
+use millrace_operator::run::{RunOptions, run};
 
 #[derive(Parser)]
 #[command(
@@ -24,11 +28,90 @@ enum Command {
         #[arg(long)]
         out_dir: Option<PathBuf>,
     },
+    /// Run the controllers against the cluster in KUBECONFIG, or in-cluster.
+    Run(RunArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Image of millrace-worker used in worker Deployments.
+    #[arg(
+        long,
+        env = "MILLRACE_WORKER_IMAGE",
+        default_value = "ghcr.io/millrace-dev/millrace-worker:0.1.0"
+    )]
+    worker_image: String,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Namespace of the leader-election Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "millrace-system")]
+    lease_namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "millrace-operator")]
+    lease_name: String,
+    /// Run without leader election (a single replica only: local runs and tests).
+    #[arg(long)]
+    no_leader_election: bool,
+    /// How often each flow is re-checked, so a queue deleted by hand is declared again.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    drift_interval: std::time::Duration,
+    /// How often queue figures are sampled.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    sample_interval: std::time::Duration,
+    /// Default probe interval of connections without `spec.probe.interval`.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    probe_interval: std::time::Duration,
+    /// Dead-letters per minute above which a flow is not Healthy.
+    #[arg(long, default_value_t = 30.0)]
+    dlq_growth_per_minute: f64,
+    /// Watch only this namespace instead of the whole cluster.
+    #[arg(long, env = "MILLRACE_WATCH_NAMESPACE")]
+    watch_namespace: Option<String>,
+    /// Log format: `compact` for terminals, `json` in clusters.
+    #[arg(long, env = "MILLRACE_LOG_FORMAT", default_value = "compact")]
+    log_format: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Crds { out_dir } => print_crds(out_dir),
+        Command::Run(args) => {
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into());
+            if args.log_format == "json" {
+                tracing_subscriber::fmt()
+                    .json()
+                    .with_env_filter(filter)
+                    .init();
+            } else {
+                tracing_subscriber::fmt()
+                    .compact()
+                    .with_env_filter(filter)
+                    .init();
+            }
+            let client = kube::Client::try_default().await?;
+            let identity = std::env::var("POD_NAME")
+                .unwrap_or_else(|_| format!("millrace-operator-{}", std::process::id()));
+            let options = RunOptions {
+                settings: Settings {
+                    render: RenderSettings {
+                        worker_image: args.worker_image,
+                    },
+                    drift_interval: args.drift_interval,
+                    sample_interval: args.sample_interval,
+                    dlq_growth_per_minute: args.dlq_growth_per_minute,
+                    probe_interval: args.probe_interval,
+                },
+                metrics_addr: args.metrics_addr,
+                lease: (!args.no_leader_election)
+                    .then_some((args.lease_namespace, args.lease_name)),
+                identity,
+                namespace: args.watch_namespace,
+            };
+            run(client, options).await
+        }
     }
 }
 

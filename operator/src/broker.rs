@@ -1,0 +1,148 @@
+//! AMQP access for the operator: topology declarations, queue sampling and reachability probes.
+//! The operator never reads or writes message payloads.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use lapin::options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, ConnectionProperties};
+use millrace_crds::naming::FlowNames;
+use millrace_topology::TopologyPlan;
+use tokio::sync::Mutex;
+
+use crate::error::{Error, Result};
+
+/// Upper bound of retry tiers a flow can have; deletion removes this many tier names.
+pub const MAX_RETRY_TIERS: usize = 64;
+
+/// Timeout of one connection attempt.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Open AMQP connections, one per broker URI, reused across reconciles.
+#[derive(Default)]
+pub struct Brokers {
+    connections: Mutex<HashMap<String, Connection>>,
+}
+
+/// Figures of a flow's queues.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueCounts {
+    /// Messages ready in the main queue (or all partitions).
+    pub backlog: u64,
+    /// Messages in the DLQ.
+    pub dead_letters: u64,
+    /// Consumers on the main queue (or all partitions).
+    pub consumers: u32,
+}
+
+fn broker_error(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Broker(format!("{what}: {e}"))
+}
+
+async fn connect(uri: &str) -> Result<Connection> {
+    let attempt = Connection::connect(uri, ConnectionProperties::default());
+    match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e)) => Err(broker_error("connect", e)),
+        Err(_) => Err(Error::Broker(format!(
+            "connect: no answer within {}s",
+            CONNECT_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+impl Brokers {
+    /// A fresh channel on the broker at `uri`, reconnecting when the connection was lost.
+    pub async fn channel(&self, uri: &str) -> Result<Channel> {
+        let mut conns = self.connections.lock().await;
+        if let Some(conn) = conns.get(uri)
+            && conn.status().connected()
+            && let Ok(ch) = conn.create_channel().await
+        {
+            return Ok(ch);
+        }
+        let conn = connect(uri).await?;
+        let ch = conn
+            .create_channel()
+            .await
+            .map_err(|e| broker_error("open channel", e))?;
+        conns.insert(uri.to_string(), conn);
+        Ok(ch)
+    }
+
+    /// Declares every exchange, queue and binding of `plan` (idempotent).
+    pub async fn declare(&self, uri: &str, plan: &TopologyPlan) -> Result<()> {
+        let ch = self.channel(uri).await?;
+        let result = millrace_topology::declare(&ch, plan)
+            .await
+            .map_err(|e| broker_error("declare", e));
+        let _ = ch.close(200, "done".into()).await;
+        result
+    }
+
+    /// Deletes every queue and exchange a flow can own, by their derived names. Deleting a name
+    /// that does not exist is harmless, so retry tiers are removed up to [`MAX_RETRY_TIERS`].
+    pub async fn delete_flow(&self, uri: &str, names: &FlowNames, partitions: u32) -> Result<()> {
+        let ch = self.channel(uri).await?;
+        let mut queues = vec![
+            names.main_queue(),
+            names.dead_letter_queue(),
+            names.archive_stream(),
+        ];
+        queues.extend((0..MAX_RETRY_TIERS).map(|t| names.retry_queue(t)));
+        queues.extend((0..partitions).map(|i| names.partition_queue(i)));
+        for q in queues {
+            ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                .await
+                .map_err(|e| broker_error(&format!("delete queue {q}"), e))?;
+        }
+        for x in [names.exchange(), names.partition_exchange()] {
+            ch.exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
+                .await
+                .map_err(|e| broker_error(&format!("delete exchange {x}"), e))?;
+        }
+        let _ = ch.close(200, "done".into()).await;
+        Ok(())
+    }
+
+    /// Samples message and consumer counts with passive declarations. A missing queue reads as
+    /// an error, since the topology should exist.
+    pub async fn counts(
+        &self,
+        uri: &str,
+        main_queues: &[String],
+        dlq: &str,
+    ) -> Result<QueueCounts> {
+        let mut counts = QueueCounts::default();
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let ch = self.channel(uri).await?;
+        for q in main_queues {
+            let queue = ch
+                .queue_declare(q.as_str().into(), passive, FieldTable::default())
+                .await
+                .map_err(|e| broker_error(&format!("queue {q}"), e))?;
+            counts.backlog += u64::from(queue.message_count());
+            counts.consumers += queue.consumer_count();
+        }
+        let queue = ch
+            .queue_declare(dlq.into(), passive, FieldTable::default())
+            .await
+            .map_err(|e| broker_error(&format!("queue {dlq}"), e))?;
+        counts.dead_letters = u64::from(queue.message_count());
+        let _ = ch.close(200, "done".into()).await;
+        Ok(counts)
+    }
+}
+
+/// Connects to `uri` and closes again; returns the round-trip time.
+pub async fn probe(uri: &str) -> Result<Duration> {
+    let start = Instant::now();
+    let conn = connect(uri).await?;
+    let elapsed = start.elapsed();
+    let _ = conn.close(200, "probe".into()).await;
+    Ok(elapsed)
+}

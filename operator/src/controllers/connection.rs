@@ -1,0 +1,241 @@
+//! PartnerConnection: resolve secret references (without copying them) and probe reachability.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kube::runtime::controller::Action;
+use kube::{Api, ResourceExt};
+use millrace_crds::conditions::{ConditionStatus, set_condition};
+use millrace_crds::connection::{PartnerConnection, ProbeResult};
+
+use super::{is_paused, now, patch_status, publish_transitions};
+use crate::context::{Context, ProbeMemo};
+use crate::error::{Error, Result};
+use crate::secrets;
+
+/// Condition types of a connection.
+pub mod condition {
+    /// Every referenced Secret and key exists.
+    pub const CREDENTIALS_RESOLVED: &str = "CredentialsResolved";
+    /// The last probe reached the endpoint.
+    pub const REACHABLE: &str = "Reachable";
+    /// Credentials resolve and the endpoint is reachable.
+    pub const READY: &str = "Ready";
+}
+
+/// Reconciles one PartnerConnection.
+pub async fn reconcile(conn: Arc<PartnerConnection>, ctx: Arc<Context>) -> Result<Action> {
+    let started = Instant::now();
+    let labels = crate::metrics::KindLabels {
+        kind: "PartnerConnection".into(),
+    };
+    ctx.metrics.reconciles.get_or_create(&labels).inc();
+    let result = apply(&conn, &ctx).await;
+    ctx.metrics
+        .duration
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    result
+}
+
+async fn probe_http(url: &str, method: &str, timeout: Duration) -> Result<u64, String> {
+    let client = reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
+    let start = Instant::now();
+    let response = client
+        .request(method, url)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    let elapsed = start.elapsed().as_millis() as u64;
+    if response.status().is_server_error() {
+        return Err(format!("{url} answered {}", response.status()));
+    }
+    Ok(elapsed)
+}
+
+async fn apply(conn: &PartnerConnection, ctx: &Context) -> Result<Action> {
+    let ns = conn
+        .namespace()
+        .ok_or(Error::MissingMetadata("namespace"))?;
+    let name = conn.name_any();
+    let api: Api<PartnerConnection> = Api::namespaced(ctx.client.clone(), &ns);
+    let old = conn.status.clone().unwrap_or_default();
+    let mut status = old.clone();
+    let generation = conn.metadata.generation;
+    let t = now();
+    if is_paused(&conn.metadata) {
+        set_condition(
+            &mut status.conditions,
+            "ReconciliationPaused",
+            ConditionStatus::True,
+            "Paused",
+            "the millrace.dev/paused annotation is set",
+            generation,
+            t,
+        );
+        if status != old {
+            patch_status(ctx, &api, &name, &status).await?;
+        }
+        return Ok(Action::await_change());
+    }
+    status
+        .conditions
+        .retain(|c| c.type_ != "ReconciliationPaused");
+
+    let interval = conn
+        .spec
+        .probe
+        .as_ref()
+        .and_then(|p| p.interval.as_ref())
+        .and_then(|i| i.to_std().ok())
+        .unwrap_or(ctx.settings.probe_interval)
+        .max(Duration::from_secs(1));
+
+    // Credentials: read each referenced key into memory, to prove it exists. Never stored.
+    let mut amqp_uri = None;
+    let mut credential_error = None;
+    if let Some(a) = &conn.spec.amqp {
+        match secrets::read(&ctx.client, &ns, &a.uri_secret_ref).await {
+            Ok(uri) => amqp_uri = Some(uri),
+            Err(e) => credential_error = Some((e.reason(), format!("spec.amqp.uriSecretRef: {e}"))),
+        }
+    }
+    if let Some(secret) = conn
+        .spec
+        .http
+        .as_ref()
+        .and_then(|h| h.auth.as_ref())
+        .and_then(|a| a.secret_ref.as_ref())
+        && let Err(e) = secrets::read(&ctx.client, &ns, secret).await
+    {
+        credential_error = Some((e.reason(), format!("spec.http.auth.secretRef: {e}")));
+    }
+    let (reason, message) = match &credential_error {
+        Some((r, m)) => (*r, m.clone()),
+        None => ("Resolved", "every referenced Secret key exists".to_string()),
+    };
+    set_condition(
+        &mut status.conditions,
+        condition::CREDENTIALS_RESOLVED,
+        ConditionStatus::from_bool(credential_error.is_none()),
+        reason,
+        message,
+        generation,
+        t.clone(),
+    );
+
+    // Reachability: probe when due; otherwise reuse the remembered outcome.
+    let key = (ns.clone(), name.clone());
+    let memo = ctx.probes.lock().await.get(&key).cloned();
+    let due = memo.as_ref().is_none_or(|m| m.at.elapsed() >= interval)
+        || status.observed_generation != generation;
+    let outcome = if !due {
+        memo.map(|m| m.outcome)
+            .unwrap_or_else(|| Err("not probed yet".into()))
+    } else {
+        let outcome = if let Some(h) = &conn.spec.http {
+            let probe = conn.spec.probe.as_ref().and_then(|p| p.http.clone());
+            let (method, path) = probe
+                .map(|p| (p.method, p.path))
+                .unwrap_or_else(|| ("GET".into(), "/".into()));
+            let url = format!("{}{}", h.base_url.trim_end_matches('/'), path);
+            let timeout = h
+                .timeout
+                .as_ref()
+                .and_then(|t| t.to_std().ok())
+                .unwrap_or(Duration::from_secs(10));
+            probe_http(&url, &method, timeout).await
+        } else if let Some(uri) = &amqp_uri {
+            crate::broker::probe(uri)
+                .await
+                .map(|d| d.as_millis() as u64)
+                .map_err(|e| e.to_string())
+        } else {
+            Err("credentials do not resolve, so the broker cannot be probed".to_string())
+        };
+        ctx.probes.lock().await.insert(
+            key,
+            ProbeMemo {
+                at: Instant::now(),
+                outcome: outcome.clone(),
+            },
+        );
+        outcome
+    };
+    let reachable = outcome.is_ok();
+    let (reason, message) = match &outcome {
+        Ok(ms) => ("Reachable", format!("the endpoint answered in {ms} ms")),
+        Err(e) => ("Unreachable", e.clone()),
+    };
+    // Keep the message stable between probes so an unchanged verdict writes nothing.
+    let message = if reachable {
+        "the endpoint answers".to_string()
+    } else {
+        message
+    };
+    set_condition(
+        &mut status.conditions,
+        condition::REACHABLE,
+        ConditionStatus::from_bool(reachable),
+        reason,
+        message,
+        generation,
+        t.clone(),
+    );
+    // lastProbe changes only with the verdict, so steady probing makes no API writes.
+    let error = outcome.as_ref().err().cloned();
+    if old
+        .last_probe
+        .as_ref()
+        .map(|p| (p.error.clone(), p.latency_ms.is_some()))
+        != Some((error.clone(), reachable))
+    {
+        status.last_probe = Some(ProbeResult {
+            time: t.clone(),
+            latency_ms: outcome.as_ref().ok().copied(),
+            error,
+        });
+    }
+
+    let ready = credential_error.is_none() && reachable;
+    let (reason, message) = if ready {
+        (
+            "Ready",
+            "credentials resolve and the endpoint is reachable".to_string(),
+        )
+    } else if let Some((r, m)) = &credential_error {
+        (*r, m.clone())
+    } else {
+        ("Unreachable", outcome.err().unwrap_or_default())
+    };
+    set_condition(
+        &mut status.conditions,
+        condition::READY,
+        ConditionStatus::from_bool(ready),
+        reason,
+        message,
+        generation,
+        t,
+    );
+    status.observed_generation = generation;
+    let mut used_by: Vec<String> = ctx
+        .flows
+        .state()
+        .iter()
+        .filter(|f| f.namespace().as_deref() == Some(ns.as_str()))
+        .filter(|f| super::flow::connection_names(&f.spec).contains(&name))
+        .map(|f| f.name_any())
+        .collect();
+    used_by.sort();
+    status.used_by = used_by;
+
+    if status != old {
+        patch_status(ctx, &api, &name, &status).await?;
+        publish_transitions(ctx, conn, &old.conditions, &status.conditions).await;
+    }
+    Ok(Action::requeue(interval))
+}

@@ -1,0 +1,145 @@
+//! One controller per kind, plus the helpers they share: server-side apply that skips unchanged
+//! objects, status patches, and Events.
+
+pub mod connection;
+pub mod contract;
+pub mod flow;
+
+use std::fmt::Debug;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::context::Context;
+use crate::error::Result;
+use crate::render::APPLIED_HASH_ANNOTATION;
+
+/// Field manager of every write the operator makes.
+pub const MANAGER: &str = "millrace-operator";
+
+/// Applies `desired` with server-side apply unless the live object already carries the same
+/// applied-hash. Returns true when a write was made.
+pub async fn apply_if_changed<K>(ctx: &Context, api: &Api<K>, desired: &K) -> Result<bool>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
+{
+    let name = desired.name_any();
+    let want = desired.annotations().get(APPLIED_HASH_ANNOTATION);
+    if let Some(live) = api.get_opt(&name).await?
+        && live.annotations().get(APPLIED_HASH_ANNOTATION) == want
+        && want.is_some()
+    {
+        return Ok(false);
+    }
+    let mut body = serde_json::to_value(desired)?;
+    body["apiVersion"] = K::api_version(&()).into();
+    body["kind"] = K::kind(&()).into();
+    api.patch(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(body),
+    )
+    .await?;
+    ctx.metrics.write(&K::kind(&()), "apply");
+    Ok(true)
+}
+
+/// Writes `status` through the status subresource with server-side apply.
+pub async fn patch_status<K, S>(ctx: &Context, api: &Api<K>, name: &str, status: &S) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned,
+    S: Serialize,
+{
+    let body = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(body),
+    )
+    .await?;
+    ctx.metrics
+        .write(&format!("{}/status", K::kind(&())), "apply");
+    Ok(())
+}
+
+/// Publishes an Event about `obj`. Failures are logged, never fatal.
+pub async fn publish<K>(
+    ctx: &Context,
+    obj: &K,
+    warning: bool,
+    reason: &str,
+    action: &str,
+    note: String,
+) where
+    K: Resource<DynamicType = ()>,
+{
+    let event = Event {
+        type_: if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: reason.into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: action.into(),
+        secondary: None,
+    };
+    match ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+        Ok(()) => ctx.metrics.write("Event", "create"),
+        Err(e) => tracing::warn!(error = %e, reason, "publishing an Event failed"),
+    }
+}
+
+/// Publishes one Event per condition whose status changed between `before` and `after`.
+/// A condition turning False is a Warning named by its reason; one turning True is Normal.
+pub async fn publish_transitions<K>(
+    ctx: &Context,
+    obj: &K,
+    before: &[Condition],
+    after: &[Condition],
+) where
+    K: Resource<DynamicType = ()>,
+{
+    for c in after {
+        let old = before.iter().find(|o| o.type_ == c.type_);
+        let changed = match old {
+            Some(o) => o.status != c.status || (c.status == "False" && o.reason != c.reason),
+            None => c.status != "Unknown",
+        };
+        if !changed {
+            continue;
+        }
+        let warning = c.status == "False";
+        let action = format!("Set{}", c.type_);
+        publish(
+            ctx,
+            obj,
+            warning,
+            &c.reason,
+            &action,
+            format!("{} is {}: {}", c.type_, c.status, c.message),
+        )
+        .await;
+    }
+}
+
+/// True when the pause annotation is set to "true".
+pub fn is_paused(meta: &ObjectMeta) -> bool {
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(millrace_crds::PAUSED_ANNOTATION))
+        .is_some_and(|v| v == "true")
+}
+
+/// The current time as a Kubernetes timestamp.
+pub fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}

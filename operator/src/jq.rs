@@ -1,0 +1,97 @@
+//! Compile-time checks of a flow's jq programs, with the same variables the worker provides.
+
+use jaq_core::load::{Arena, File, Loader};
+use jaq_core::{Compiler, data};
+use jaq_json::Val;
+
+/// Compiles `program` with `$name` for every name in `vars`; returns a readable error.
+pub fn check(program: &str, vars: &[String]) -> Result<(), String> {
+    let defs = jaq_core::defs()
+        .chain(jaq_std::defs())
+        .chain(jaq_json::defs());
+    let funs = jaq_core::funs::<data::JustLut<Val>>()
+        .chain(jaq_std::funs())
+        .chain(jaq_json::funs());
+    let loader = Loader::new(defs);
+    let arena = Arena::default();
+    let modules = loader
+        .load(
+            &arena,
+            File {
+                code: program,
+                path: (),
+            },
+        )
+        .map_err(|errs| {
+            let parts: Vec<String> = errs
+                .into_iter()
+                .map(|(_, e)| match e {
+                    jaq_core::load::Error::Io(items) => items
+                        .into_iter()
+                        .map(|(_, m)| m)
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                    jaq_core::load::Error::Lex(items) => items
+                        .into_iter()
+                        .map(|(expected, at)| {
+                            format!("expected {} near {:?}", expected.as_str(), snippet(at))
+                        })
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                    jaq_core::load::Error::Parse(items) => items
+                        .into_iter()
+                        .map(|(expected, at)| {
+                            format!("expected {} near {:?}", expected.as_str(), snippet(at))
+                        })
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                })
+                .collect();
+            format!("syntax error: {}", parts.join("; "))
+        })?;
+    let names: Vec<String> = vars.iter().map(|v| format!("${v}")).collect();
+    Compiler::default()
+        .with_funs(funs)
+        .with_global_vars(names.iter().map(String::as_str))
+        .compile(modules)
+        .map(|_| ())
+        .map_err(|errs| {
+            let parts: Vec<String> = errs
+                .into_iter()
+                .flat_map(|(_, es)| {
+                    es.into_iter()
+                        .map(|(name, undefined)| format!("undefined {} {name}", undefined.as_str()))
+                })
+                .collect();
+            parts.join("; ")
+        })
+}
+
+fn snippet(at: &str) -> String {
+    at.chars().take(20).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_valid_programs_with_variables() {
+        check(
+            "{order: .id, plant: $plants[.site], p: $plant}",
+            &["plants".into(), "plant".into()],
+        )
+        .unwrap();
+        check(".qty > 0", &[]).unwrap();
+    }
+
+    #[test]
+    fn names_syntax_errors_and_undefined_names() {
+        let e = check("{order: .id", &[]).unwrap_err();
+        assert!(e.starts_with("syntax error"), "{e}");
+        let e = check("$nope", &[]).unwrap_err();
+        assert!(e.contains("nope"), "{e}");
+        let e = check("frobnicate(.)", &[]).unwrap_err();
+        assert!(e.contains("frobnicate"), "{e}");
+    }
+}

@@ -1,0 +1,16 @@
+//! The Millrace operator: kube-rs controllers that turn EventContracts, PartnerConnections and
+//! IntegrationFlows into RabbitMQ topology, worker configuration and worker pods.
+//!
+//! Each reconcile follows one pipeline: dereference → validate (no API calls) → build desired
+//! objects ([`render`], pure) → apply → update status.
+
+pub mod broker;
+pub mod context;
+pub mod controllers;
+pub mod error;
+pub mod http;
+pub mod jq;
+pub mod metrics;
+pub mod render;
+pub mod run;
+pub mod secrets;

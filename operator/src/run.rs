@@ -1,0 +1,318 @@
+//! Wiring: the flow cache, three controllers, the queue sampler, leader election and shutdown.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::channel::mpsc;
+use futures::{SinkExt, StreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::watcher::{self, Config};
+use kube::runtime::{Controller, WatchStreamExt, controller::Action};
+use kube::{Api, Client, Resource, ResourceExt};
+use millrace_crds::{EventContract, IntegrationFlow, PartnerConnection};
+use tokio::sync::Mutex;
+
+use crate::broker::Brokers;
+use crate::context::{Context, Settings};
+use crate::controllers::{connection, contract, flow};
+use crate::error::Error;
+use crate::http::{self, Health};
+use crate::metrics::{ErrorLabels, Metrics};
+
+/// How the operator runs.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Controller settings.
+    pub settings: Settings,
+    /// Where `/healthz`, `/readyz` and `/metrics` listen.
+    pub metrics_addr: SocketAddr,
+    /// Leader election: the Lease's namespace and name. `None` runs without election
+    /// (one replica only, for local runs and tests).
+    pub lease: Option<(String, String)>,
+    /// This replica's identity in the Lease.
+    pub identity: String,
+    /// Watch only this namespace (a namespace-scoped install); `None` watches all.
+    pub namespace: Option<String>,
+}
+
+/// An `Api` over all namespaces, or over the one being watched.
+fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+fn error_policy<K: Resource<DynamicType = ()>>(
+    kind: &'static str,
+    metrics: Arc<Metrics>,
+) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action {
+    move |obj, err, _ctx| {
+        let labels = ErrorLabels {
+            kind: kind.into(),
+            category: err.category().into(),
+        };
+        metrics.errors.get_or_create(&labels).inc();
+        tracing::warn!(kind, object = %obj.name_any(), error = %err, category = err.category(), "reconcile failed; retrying");
+        Action::requeue(Duration::from_secs(10))
+    }
+}
+
+/// Runs until SIGTERM/SIGINT, or until leadership is lost.
+pub async fn run(client: Client, options: RunOptions) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let health = Health {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+    };
+    let addr = options.metrics_addr;
+    tokio::spawn(async move {
+        if let Err(e) = http::serve(addr, health).await {
+            tracing::error!(error = %e, %addr, "the metrics server stopped");
+        }
+    });
+
+    if let Some((namespace, name)) = &options.lease {
+        let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), name)
+            .with_namespace(namespace)
+            .with_identity(&options.identity)
+            .with_duration(15)
+            .with_grace(5)
+            .build()
+            .await?;
+        let (mut leader, _task) = manager.watch().await;
+        // A standby replica is healthy and ready; it just does not reconcile.
+        ready.store(true, Ordering::Relaxed);
+        tracing::info!(lease = %format!("{namespace}/{name}"), identity = %options.identity, "waiting for leadership");
+        while !*leader.borrow_and_update() {
+            leader.changed().await?;
+        }
+        tracing::info!("leading: starting the controllers");
+        tokio::spawn(async move {
+            loop {
+                if leader.changed().await.is_err() || !*leader.borrow_and_update() {
+                    tracing::error!("leadership lost; exiting so that only one replica reconciles");
+                    std::process::exit(1);
+                }
+            }
+        });
+    }
+    run_controllers(client, options.settings, options.namespace, metrics, ready).await
+}
+
+/// Runs the controllers with the given metrics (tests read them) until shutdown.
+pub async fn run_controllers(
+    client: Client,
+    settings: Settings,
+    namespace: Option<String>,
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    // One cache of every flow, used for reverse look-ups (usedBy and watch mappers).
+    let flows_api: Api<IntegrationFlow> = scoped(&client, &namespace);
+    let (flows, writer) = reflector::store();
+    let flow_cache = reflector::reflector(
+        writer,
+        watcher::watcher(flows_api.clone(), Config::default())
+            .default_backoff()
+            .modify(|f| f.managed_fields_mut().clear()),
+    )
+    .touched_objects()
+    .for_each(|_| async {});
+    tokio::spawn(flow_cache);
+    flows.wait_until_ready().await?;
+
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "millrace-operator".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        },
+    );
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        settings: settings.clone(),
+        metrics: metrics.clone(),
+        recorder,
+        brokers: Brokers::default(),
+        flows: flows.clone(),
+        queues: Mutex::new(HashMap::new()),
+        samples: Mutex::new(HashMap::new()),
+        probes: Mutex::new(HashMap::new()),
+    });
+
+    let (trigger, triggered) = mpsc::channel::<ObjectRef<IntegrationFlow>>(1024);
+    tokio::spawn(sample_queues(ctx.clone(), trigger));
+
+    let c = ctx.clone();
+    let by_contract = move |ec: EventContract| {
+        let name = ec.name_any();
+        flow::flows_using(&c, ec.namespace(), |s| {
+            s.contract.name == name
+                || s.transform
+                    .as_ref()
+                    .and_then(|t| t.output_contract.as_ref())
+                    .is_some_and(|o| o.name == name)
+        })
+    };
+    let c = ctx.clone();
+    let by_connection = move |pc: PartnerConnection| {
+        let name = pc.name_any();
+        flow::flows_using(&c, pc.namespace(), |s| {
+            flow::connection_names(s).contains(&name)
+        })
+    };
+    let c = ctx.clone();
+    let by_lookup = move |cm: ConfigMap| {
+        let name = cm.name_any();
+        flow::flows_using(&c, cm.namespace(), |s| {
+            flow::lookup_names(s).contains(&name)
+        })
+    };
+    let flows_ctl = Controller::new(flows_api.clone(), Config::default().any_semantic())
+        .owns(
+            scoped::<Deployment>(&client, &namespace),
+            Config::default().labels("app.kubernetes.io/managed-by=millrace-operator"),
+        )
+        .watches(
+            scoped::<EventContract>(&client, &namespace),
+            Config::default(),
+            by_contract,
+        )
+        .watches(
+            scoped::<PartnerConnection>(&client, &namespace),
+            Config::default(),
+            by_connection,
+        )
+        .watches(
+            scoped::<ConfigMap>(&client, &namespace),
+            Config::default(),
+            by_lookup,
+        )
+        .reconcile_on(triggered)
+        .shutdown_on_signal()
+        .run(
+            flow::reconcile,
+            error_policy("IntegrationFlow", metrics.clone()),
+            ctx.clone(),
+        )
+        .for_each(|_| async {});
+
+    let contracts_ctl = Controller::new(
+        scoped::<EventContract>(&client, &namespace),
+        Config::default(),
+    )
+    .watches(
+        flows_api.clone(),
+        Config::default(),
+        move |f: IntegrationFlow| {
+            let mut names = vec![f.spec.contract.name.clone()];
+            names.extend(
+                f.spec
+                    .transform
+                    .as_ref()
+                    .and_then(|t| t.output_contract.as_ref())
+                    .map(|o| o.name.clone()),
+            );
+            refs_to::<EventContract>(&f, names)
+        },
+    )
+    .shutdown_on_signal()
+    .run(
+        contract::reconcile,
+        error_policy("EventContract", metrics.clone()),
+        ctx.clone(),
+    )
+    .for_each(|_| async {});
+    let connections_ctl = Controller::new(
+        scoped::<PartnerConnection>(&client, &namespace),
+        Config::default(),
+    )
+    .watches(
+        flows_api.clone(),
+        Config::default(),
+        move |f: IntegrationFlow| {
+            let names = flow::connection_names(&f.spec);
+            refs_to::<PartnerConnection>(&f, names)
+        },
+    )
+    .shutdown_on_signal()
+    .run(
+        connection::reconcile,
+        error_policy("PartnerConnection", metrics.clone()),
+        ctx.clone(),
+    )
+    .for_each(|_| async {});
+
+    ready.store(true, Ordering::Relaxed);
+    tracing::info!("controllers started");
+    tokio::join!(flows_ctl, contracts_ctl, connections_ctl);
+    tracing::info!("controllers stopped");
+    Ok(())
+}
+
+/// References to objects named by a flow, in the flow's namespace.
+fn refs_to<K: Resource<DynamicType = ()>>(
+    flow: &IntegrationFlow,
+    names: Vec<String>,
+) -> Vec<ObjectRef<K>> {
+    let ns = flow.namespace();
+    names
+        .into_iter()
+        .map(|n| match &ns {
+            Some(ns) => ObjectRef::new(&n).within(ns),
+            None => ObjectRef::new(&n),
+        })
+        .collect()
+}
+
+/// Samples every flow's queues on its own timer, and asks for a reconcile only when the figures
+/// differ from what status shows. Status then changes only when the queues do.
+async fn sample_queues(ctx: Arc<Context>, mut trigger: mpsc::Sender<ObjectRef<IntegrationFlow>>) {
+    let mut tick = tokio::time::interval(ctx.settings.sample_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let queues: Vec<_> = ctx
+            .queues
+            .lock()
+            .await
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (flow_ref, q) in queues {
+            let Ok(counts) = ctx.brokers.counts(&q.uri, &q.main, &q.dlq).await else {
+                continue;
+            };
+            ctx.samples
+                .lock()
+                .await
+                .entry(flow_ref.clone())
+                .or_default()
+                .record(counts, Instant::now());
+            let shown = ctx
+                .flows
+                .get(&flow_ref)
+                .and_then(|f| f.status.clone())
+                .and_then(|s| s.queue);
+            let same = shown.is_some_and(|s| {
+                s.backlog == counts.backlog
+                    && s.dead_letters == counts.dead_letters
+                    && s.consumers == counts.consumers
+            });
+            if !same && trigger.send(flow_ref).await.is_err() {
+                return;
+            }
+        }
+    }
+}

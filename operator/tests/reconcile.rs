@@ -1,0 +1,580 @@
+//! The operator against the real control plane and RabbitMQ that `make env-up` starts.
+//! Each test runs its own operator, scoped to a fresh namespace, on a fresh RabbitMQ vhost.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Secret, Service};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use millrace_crds::{EventContract, IntegrationFlow, PartnerConnection};
+use millrace_operator::context::Settings;
+use millrace_operator::metrics::Metrics;
+use millrace_operator::render::RenderSettings;
+use millrace_testkit::{TestBroker, TestNamespace};
+use serde_json::{Value, json};
+
+/// A running operator for one namespace, with its metrics.
+struct Operator {
+    metrics: Arc<Metrics>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn start_operator(client: &Client, ns: &str) -> Operator {
+    let metrics = Arc::new(Metrics::default());
+    let settings = Settings {
+        render: RenderSettings {
+            worker_image: "millrace-worker:test".into(),
+        },
+        drift_interval: Duration::from_secs(5),
+        sample_interval: Duration::from_secs(2),
+        dlq_growth_per_minute: 30.0,
+        probe_interval: Duration::from_secs(5),
+    };
+    let (client, ns, m) = (client.clone(), ns.to_string(), metrics.clone());
+    let task = tokio::spawn(async move {
+        let ready = Arc::new(AtomicBool::new(false));
+        if let Err(e) =
+            millrace_operator::run::run_controllers(client, settings, Some(ns), m, ready).await
+        {
+            panic!("operator stopped: {e}");
+        }
+    });
+    Operator { metrics, task }
+}
+
+async fn apply(client: &Client, ns: &str, doc: Value) {
+    let kind = doc["kind"].as_str().unwrap().to_string();
+    let name = doc["metadata"]["name"].as_str().unwrap().to_string();
+    let pp = PatchParams::apply("millrace-tests").force();
+    let result = match kind.as_str() {
+        "EventContract" => Api::<EventContract>::namespaced(client.clone(), ns)
+            .patch(&name, &pp, &Patch::Apply(&doc))
+            .await
+            .map(|_| ()),
+        "PartnerConnection" => Api::<PartnerConnection>::namespaced(client.clone(), ns)
+            .patch(&name, &pp, &Patch::Apply(&doc))
+            .await
+            .map(|_| ()),
+        "IntegrationFlow" => Api::<IntegrationFlow>::namespaced(client.clone(), ns)
+            .patch(&name, &pp, &Patch::Apply(&doc))
+            .await
+            .map(|_| ()),
+        "Secret" => Api::<Secret>::namespaced(client.clone(), ns)
+            .patch(&name, &pp, &Patch::Apply(&doc))
+            .await
+            .map(|_| ()),
+        "ConfigMap" => Api::<ConfigMap>::namespaced(client.clone(), ns)
+            .patch(&name, &pp, &Patch::Apply(&doc))
+            .await
+            .map(|_| ()),
+        other => panic!("unexpected kind {other}"),
+    };
+    result.unwrap_or_else(|e| panic!("applying {kind}/{name}: {e}"));
+}
+
+fn contract(name: &str) -> Value {
+    json!({
+        "apiVersion": "millrace.dev/v1alpha1", "kind": "EventContract", "metadata": {"name": name},
+        "spec": {"type": "com.acme.test.order.v1", "compatibility": "BackwardTransitive", "versions": [{
+            "version": 1,
+            "schema": {"type": "object", "additionalProperties": false, "required": ["id", "qty"],
+                       "properties": {"id": {"type": "string"}, "qty": {"type": "number"}}},
+            "examples": [{"id": "A-1", "qty": 3}]
+        }]}
+    })
+}
+
+fn bus(name: &str) -> Value {
+    json!({
+        "apiVersion": "millrace.dev/v1alpha1", "kind": "PartnerConnection", "metadata": {"name": name},
+        "spec": {"system": "MES", "amqp": {"uriSecretRef": {"name": "broker", "key": "uri"}}, "probe": {"interval": "5s"}}
+    })
+}
+
+fn flow(name: &str, contract: &str, jq: &str, policy: &str) -> Value {
+    json!({
+        "apiVersion": "millrace.dev/v1alpha1", "kind": "IntegrationFlow", "metadata": {"name": name},
+        "spec": {
+            "version": "1.0.0",
+            "source": {"amqp": {"connection": "mes", "exchange": "mes.events", "routingKeys": ["order.#"]}},
+            "contract": {"name": contract},
+            "transform": {"jq": jq},
+            "routes": [
+                {"name": "erp", "destination": {"connection": "erp-bus", "amqp": {"exchange": "erp.in", "routingKey": "order"}}}
+            ],
+            "delivery": {"retry": {"maxAttempts": 3, "initialDelay": "1s", "maxDelay": "4s"}},
+            "deletionPolicy": policy
+        }
+    })
+}
+
+async fn setup(client: &Client, ns: &str, broker: &TestBroker) {
+    apply(client, ns, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "broker"}, "stringData": {"uri": broker.uri()}})).await;
+    apply(client, ns, bus("mes")).await;
+    apply(client, ns, bus("erp-bus")).await;
+}
+
+/// Polls the flow until `pred` holds; panics with the last status after `timeout`.
+async fn wait_flow(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    timeout: Duration,
+    what: &str,
+    pred: impl Fn(&IntegrationFlow) -> bool,
+) -> IntegrationFlow {
+    let api: Api<IntegrationFlow> = Api::namespaced(client.clone(), ns);
+    let start = Instant::now();
+    loop {
+        let flow = api.get(name).await.expect("flow exists");
+        if pred(&flow) {
+            return flow;
+        }
+        if start.elapsed() > timeout {
+            panic!(
+                "timed out after {timeout:?} waiting for {what}; status: {}",
+                serde_json::to_string_pretty(&flow.status).unwrap()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn condition(flow: &IntegrationFlow, type_: &str) -> Option<(String, String)> {
+    let c = flow
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)?;
+    Some((c.status.clone(), c.reason.clone()))
+}
+
+fn is(flow: &IntegrationFlow, type_: &str, status: &str, reason: Option<&str>) -> bool {
+    condition(flow, type_).is_some_and(|(s, r)| s == status && reason.is_none_or(|want| want == r))
+}
+
+async fn events_for(client: &Client, ns: &str, name: &str) -> Vec<String> {
+    let api: Api<Event> = Api::namespaced(client.clone(), ns);
+    let list = api.list(&ListParams::default()).await.expect("events list");
+    list.items
+        .into_iter()
+        .filter(|e| e.involved_object.name.as_deref() == Some(name))
+        .map(|e| e.reason.unwrap_or_default())
+        .collect()
+}
+
+fn reconciles(metrics: &Metrics) -> u64 {
+    metrics
+        .encode()
+        .lines()
+        .filter(|l| l.starts_with("millrace_operator_reconciles_total{kind=\"IntegrationFlow\"}"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flow_is_rendered_declared_and_ready_only_once_a_worker_consumes() {
+    let ns = TestNamespace::new("op-lifecycle").await;
+    let broker = TestBroker::new("op-lifecycle").await;
+    let client = ns.client();
+    let _op = start_operator(&client, ns.name());
+    setup(&client, ns.name(), &broker).await;
+    apply(&client, ns.name(), contract("orders")).await;
+    apply(
+        &client,
+        ns.name(),
+        flow("orders-to-erp", "orders", "{id: .id, qty: .qty}", "Retain"),
+    )
+    .await;
+
+    let f = wait_flow(
+        &client,
+        ns.name(),
+        "orders-to-erp",
+        Duration::from_secs(60),
+        "TopologyReady",
+        |f| is(f, "TopologyReady", "True", None),
+    )
+    .await;
+    assert!(
+        !is(&f, "Ready", "True", None),
+        "a flow must not be Ready before anything consumes its queue"
+    );
+    for name in ["orders-to-erp-worker"] {
+        Api::<ConfigMap>::namespaced(client.clone(), ns.name())
+            .get(name)
+            .await
+            .expect("rendered ConfigMap");
+        Api::<Deployment>::namespaced(client.clone(), ns.name())
+            .get(name)
+            .await
+            .expect("worker Deployment");
+        Api::<Service>::namespaced(client.clone(), ns.name())
+            .get(name)
+            .await
+            .expect("metrics Service");
+    }
+    let conn = Connection::connect(&broker.uri(), ConnectionProperties::default())
+        .await
+        .expect("broker");
+    let ch = conn.create_channel().await.unwrap();
+    let base = format!("millrace.{}.orders-to-erp", ns.name());
+    for q in [
+        base.clone(),
+        format!("{base}.dlq"),
+        format!("{base}.archive"),
+        format!("{base}.retry.0"),
+    ] {
+        ch.queue_declare(
+            q.as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("queue {q} was not declared: {e}"));
+    }
+    let f = wait_flow(
+        &client,
+        ns.name(),
+        "orders-to-erp",
+        Duration::from_secs(30),
+        "Healthy=False NoConsumers",
+        |f| is(f, "Healthy", "False", Some("NoConsumers")),
+    )
+    .await;
+    assert!(is(&f, "Ready", "False", None));
+
+    // A consumer on the main queue makes the flow Healthy; with its Deployment available it is Ready.
+    let consumer_ch = conn.create_channel().await.unwrap();
+    let _consumer = consumer_ch
+        .basic_consume(
+            base.as_str().into(),
+            "test-consumer".into(),
+            Default::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume main queue");
+    wait_flow(
+        &client,
+        ns.name(),
+        "orders-to-erp",
+        Duration::from_secs(60),
+        "Ready=True",
+        |f| is(f, "Ready", "True", None),
+    )
+    .await;
+
+    // A new transform is a new revision, rolled out by a new config hash.
+    let before = wait_flow(
+        &client,
+        ns.name(),
+        "orders-to-erp",
+        Duration::from_secs(5),
+        "status",
+        |_| true,
+    )
+    .await;
+    let old_rev = before.status.as_ref().unwrap().revision.clone().unwrap();
+    apply(
+        &client,
+        ns.name(),
+        flow(
+            "orders-to-erp",
+            "orders",
+            "{id: .id, qty: (.qty * 2)}",
+            "Retain",
+        ),
+    )
+    .await;
+    let after = wait_flow(
+        &client,
+        ns.name(),
+        "orders-to-erp",
+        Duration::from_secs(30),
+        "a new revision",
+        |f| {
+            f.status
+                .as_ref()
+                .and_then(|s| s.revision.clone())
+                .is_some_and(|r| r != old_rev)
+        },
+    )
+    .await;
+    let status = after.status.unwrap();
+    assert_eq!(
+        status.history.len(),
+        before.status.unwrap().history.len() + 1
+    );
+    let dep = Api::<Deployment>::namespaced(client.clone(), ns.name())
+        .get("orders-to-erp-worker")
+        .await
+        .unwrap();
+    let hash = dep.spec.template.metadata.unwrap().annotations.unwrap()["millrace.dev/config-hash"]
+        .clone();
+    assert_eq!(Some(hash), status.revision);
+    drop(conn);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_contract_then_created_resolves_without_restart() {
+    let ns = TestNamespace::new("op-missing").await;
+    let broker = TestBroker::new("op-missing").await;
+    let client = ns.client();
+    let _op = start_operator(&client, ns.name());
+    setup(&client, ns.name(), &broker).await;
+    apply(
+        &client,
+        ns.name(),
+        flow("late", "late-contract", ".", "Delete"),
+    )
+    .await;
+    let f = wait_flow(
+        &client,
+        ns.name(),
+        "late",
+        Duration::from_secs(30),
+        "ContractNotFound",
+        |f| is(f, "ContractsResolved", "False", Some("ContractNotFound")),
+    )
+    .await;
+    let msg = f
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "ContractsResolved")
+        .unwrap()
+        .message;
+    assert!(msg.contains("late-contract"), "{msg}");
+    apply(&client, ns.name(), contract("late-contract")).await;
+    wait_flow(
+        &client,
+        ns.name(),
+        "late",
+        Duration::from_secs(30),
+        "ContractsResolved",
+        |f| is(f, "ContractsResolved", "True", None),
+    )
+    .await;
+    wait_flow(
+        &client,
+        ns.name(),
+        "late",
+        Duration::from_secs(30),
+        "TopologyReady",
+        |f| is(f, "TopologyReady", "True", None),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_jq_and_bad_references_give_conditions_events_and_no_hot_loop() {
+    let ns = TestNamespace::new("op-invalid").await;
+    let broker = TestBroker::new("op-invalid").await;
+    let client = ns.client();
+    let op = start_operator(&client, ns.name());
+    setup(&client, ns.name(), &broker).await;
+    apply(&client, ns.name(), contract("orders")).await;
+    apply(
+        &client,
+        ns.name(),
+        flow("bad-jq", "orders", "{id: .id", "Delete"),
+    )
+    .await;
+    // An unreachable connection: a broker URI nobody listens on.
+    apply(&client, ns.name(), json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "nowhere"}, "stringData": {"uri": "amqp://guest:guest@127.0.0.1:1/%2f"}})).await;
+    apply(&client, ns.name(), json!({"apiVersion": "millrace.dev/v1alpha1", "kind": "PartnerConnection", "metadata": {"name": "nowhere"},
+        "spec": {"system": "WMS", "amqp": {"uriSecretRef": {"name": "nowhere", "key": "uri"}}, "probe": {"interval": "5s"}}})).await;
+
+    let f = wait_flow(
+        &client,
+        ns.name(),
+        "bad-jq",
+        Duration::from_secs(30),
+        "Accepted=False InvalidJq",
+        |f| is(f, "Accepted", "False", Some("InvalidJq")),
+    )
+    .await;
+    let msg = f
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Accepted")
+        .unwrap()
+        .message;
+    assert!(
+        msg.starts_with("spec.transform.jq"),
+        "the message names the field: {msg}"
+    );
+
+    let conns: Api<PartnerConnection> = Api::namespaced(client.clone(), ns.name());
+    let start = Instant::now();
+    loop {
+        let c = conns.get("nowhere").await.unwrap();
+        let reachable = c.status.as_ref().and_then(|s| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == "Reachable")
+                .cloned()
+        });
+        if reachable
+            .as_ref()
+            .is_some_and(|c| c.status == "False" && c.reason == "Unreachable")
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "connection never reported Unreachable: {:?}",
+            c.status
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // An incompatible new contract version is rejected in status; the contract keeps serving v1.
+    let mut v2 = contract("orders");
+    v2["spec"]["versions"].as_array_mut().unwrap().push(json!({"version": 2,
+        "schema": {"type": "object", "additionalProperties": false, "required": ["id", "qty", "plant"],
+                   "properties": {"id": {"type": "string"}, "qty": {"type": "number"}, "plant": {"type": "string"}}}}));
+    apply(&client, ns.name(), v2).await;
+    let contracts: Api<EventContract> = Api::namespaced(client.clone(), ns.name());
+    let start = Instant::now();
+    loop {
+        let c = contracts.get("orders").await.unwrap();
+        let s = c.status.clone().unwrap_or_default();
+        if s.conditions.iter().any(|c| {
+            c.type_ == "Compatible" && c.status == "False" && c.reason == "IncompatibleVersion"
+        }) {
+            assert_eq!(s.latest_accepted_version, Some(1));
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "v2 was never rejected: {:?}",
+            c.status
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (object, reason) in [
+        ("bad-jq", "InvalidJq"),
+        ("nowhere", "Unreachable"),
+        ("orders", "IncompatibleVersion"),
+    ] {
+        let reasons = events_for(&client, ns.name(), object).await;
+        assert!(
+            reasons.iter().any(|r| r == reason),
+            "no {reason} Event for {object}: {reasons:?}"
+        );
+    }
+
+    // No hot loop: with nothing changing, the flow is reconciled only on its drift timer.
+    let before = reconciles(&op.metrics);
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let during = reconciles(&op.metrics) - before;
+    assert!(
+        during <= 12,
+        "{during} reconciles of one flow in 30 s: a hot loop"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletion_honours_the_deletion_policy() {
+    let ns = TestNamespace::new("op-delete").await;
+    let broker = TestBroker::new("op-delete").await;
+    let client = ns.client();
+    let _op = start_operator(&client, ns.name());
+    setup(&client, ns.name(), &broker).await;
+    apply(&client, ns.name(), contract("orders")).await;
+    apply(&client, ns.name(), flow("kept", "orders", ".", "Retain")).await;
+    apply(&client, ns.name(), flow("removed", "orders", ".", "Delete")).await;
+    for name in ["kept", "removed"] {
+        wait_flow(
+            &client,
+            ns.name(),
+            name,
+            Duration::from_secs(60),
+            "TopologyReady",
+            |f| is(f, "TopologyReady", "True", None),
+        )
+        .await;
+    }
+    let conn = Connection::connect(&broker.uri(), ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    for name in ["kept", "removed"] {
+        let q = format!("millrace.{}.{name}", ns.name());
+        ch.basic_publish(
+            "".into(),
+            q.as_str().into(),
+            BasicPublishOptions::default(),
+            br#"{"id":"A","qty":1}"#,
+            BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let flows: Api<IntegrationFlow> = Api::namespaced(client.clone(), ns.name());
+    for name in ["kept", "removed"] {
+        flows.delete(name, &DeleteParams::default()).await.unwrap();
+    }
+    let start = Instant::now();
+    while flows
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .any(|f| f.name_any() == "kept" || f.name_any() == "removed")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "flows were not deleted (finalizer stuck?)"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let kept = ch
+        .queue_declare(
+            format!("millrace.{}.kept", ns.name()).as_str().into(),
+            passive,
+            FieldTable::default(),
+        )
+        .await
+        .expect("Retain keeps the queue");
+    assert_eq!(kept.message_count(), 1, "Retain keeps the messages");
+    let ch2 = conn.create_channel().await.unwrap();
+    let gone = ch2
+        .queue_declare(
+            format!("millrace.{}.removed", ns.name()).as_str().into(),
+            passive,
+            FieldTable::default(),
+        )
+        .await;
+    assert!(gone.is_err(), "Delete removes the queue");
+    let _ = PostParams::default();
+}
