@@ -11,12 +11,12 @@ stop_pid() {
   local name=$1 pid=$2 waited=0
   kill -TERM "$pid" 2>/dev/null || return 0
   while kill -0 "$pid" 2>/dev/null; do
-    if ((waited >= 20)); then
+    if ((waited >= 100)); then
       warn "$name (pid $pid) ignored SIGTERM for 20s; killing it"
       kill -KILL "$pid" 2>/dev/null || true
       break
     fi
-    sleep 1
+    sleep 0.2
     waited=$((waited + 1))
   done
   log "stopped $name (pid $pid)"
@@ -51,6 +51,7 @@ stop_rabbitmq() {
     fi
     # stop_pid is a no-op when the node is gone already, and escalates when it is not.
     stop_pid rabbitmq "$pid"
+    log "stopped rabbitmq (pid $pid)"
   else
     log "rabbitmq was not running (stale pid file)"
   fi
