@@ -1,1 +1,28 @@
-//! RabbitMQ topology.
+//! RabbitMQ topology of a Millrace flow, shared by the operator (which owns it in clusters) and
+//! the worker (which declares it for local runs and tests).
+//!
+//! [`plan`] is pure: the same [`FlowConfig`] always gives the same [`TopologyPlan`]. [`declare`]
+//! applies a plan idempotently and [`delete`] removes it, keeping queues that still hold data
+//! when asked to.
+//!
+//! The layout of one flow `millrace.<ns>.<flow>`:
+//!
+//! | object | kind | purpose |
+//! |---|---|---|
+//! | `<base>` (exchange) | direct | ingress, retry returns, redrives, dead-letters |
+//! | `<base>` (queue) | quorum | main queue; bound to the source exchange and to `<base>` with `ingest` and `retry` |
+//! | `<base>.retry.<n>` | classic, `x-message-ttl` | delay tier `n`; expired messages dead-letter to `<base>` with key `retry` |
+//! | `<base>.dlq` | quorum | dead-letters (key `dlq`) |
+//! | `<base>.archive` | stream, `x-max-age` | replay archive, bound with the source keys and `ingest` |
+//! | `<base>.partition` (exchange) | `x-consistent-hash` | ordered flows: splits by the `x-millrace-partition-key` header |
+//! | `<base>.p<i>` | quorum, single active consumer | ordered flows: partition `i` |
+
+mod declare;
+mod plan;
+
+pub use declare::{DeleteReport, TopologyError, declare, delete};
+pub use plan::{
+    ArgumentValue, BindingSpec, ExchangeSpec, ExchangeType, PARTITION_KEY_HEADER, QueueRole,
+    QueueSpec, ROUTING_KEY_DEAD_LETTER, ROUTING_KEY_INGEST, ROUTING_KEY_RETRY, TopologyPlan, plan,
+    retry_routing_key,
+};
