@@ -1,0 +1,102 @@
+//! Where the local environment is, and the one way to say that it is not up.
+
+use std::path::PathBuf;
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+/// Set to `1` to keep the namespace and vhost of a failing test.
+pub(crate) const KEEP_ENV_VAR: &str = "MILLRACE_KEEP_NAMESPACE";
+
+/// The directory that holds the local environment's binaries and state: `$MILLRACE_HOME`, or else
+/// `$HOME/.cache/millrace`, as in the Makefile.
+pub fn millrace_home() -> PathBuf {
+    if let Some(home) = std::env::var_os("MILLRACE_HOME").filter(|h| !h.is_empty()) {
+        return PathBuf::from(home);
+    }
+    let home =
+        std::env::var_os("HOME").unwrap_or_else(|| not_up("neither MILLRACE_HOME nor HOME is set"));
+    PathBuf::from(home).join(".cache").join("millrace")
+}
+
+/// The admin kubeconfig that `make env-up` writes (`make -s env-kubeconfig` prints the same path).
+pub fn kubeconfig_path() -> PathBuf {
+    millrace_home().join("env").join("kubeconfig")
+}
+
+/// Fails the current test: the environment is missing or unreachable.
+pub(crate) fn not_up(what: impl std::fmt::Display) -> ! {
+    panic!(
+        "the local environment is not up: {what}. Run `make env-up` first (`make env-status` shows what runs)."
+    )
+}
+
+/// A kube client with cluster-wide admin rights on the local control plane, for tests that work with
+/// cluster-scoped objects such as CustomResourceDefinitions. Panics when the control plane is not up.
+pub async fn kube_client() -> Client {
+    let path = kubeconfig_path();
+    if !path.exists() {
+        not_up(format_args!("{} does not exist", path.display()));
+    }
+    let client = client_from(&path)
+        .await
+        .unwrap_or_else(|e| not_up(format_args!("cannot use {}: {e}", path.display())));
+    if let Err(e) = client.apiserver_version().await {
+        not_up(format_args!("kube-apiserver does not answer: {e}"));
+    }
+    client
+}
+
+pub(crate) async fn client_from(path: &std::path::Path) -> Result<Client, String> {
+    let kubeconfig = Kubeconfig::read_from(path).map_err(|e| e.to_string())?;
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    Client::try_from(config).map_err(|e| e.to_string())
+}
+
+/// Whether the resources of a test that is failing right now should be kept.
+pub(crate) fn keep_on_failure() -> bool {
+    std::thread::panicking() && std::env::var(KEEP_ENV_VAR).is_ok_and(|v| v == "1")
+}
+
+/// A DNS-label-safe unique name: the prefix, then eight random hex digits.
+pub(crate) fn unique_name(prefix: &str) -> String {
+    let mut base: String = prefix
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .take(40)
+        .collect();
+    base = base.trim_matches('-').to_string();
+    if base.is_empty() {
+        base.push_str("test");
+    }
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("{base}-{}", &suffix[..8])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unique_name;
+
+    #[test]
+    fn unique_names_are_dns_labels() {
+        for prefix in ["Deploy_Test", "", "--x--", &"a".repeat(80)] {
+            let name = unique_name(prefix);
+            assert!(name.len() <= 63, "{name}");
+            assert!(
+                name.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+                "{name}"
+            );
+            assert!(!name.starts_with('-') && !name.ends_with('-'), "{name}");
+        }
+        assert_ne!(unique_name("a"), unique_name("a"));
+    }
+}
