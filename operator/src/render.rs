@@ -671,3 +671,138 @@ pub fn render(
         pdb: pdb.map(stamp),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use millrace_crds::connection::PartnerConnection;
+
+    fn parse<K: serde::de::DeserializeOwned>(yaml: &str) -> K {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    fn fixtures() -> (IntegrationFlow, Vec<PartnerConnection>) {
+        let mut flow: IntegrationFlow =
+            parse(include_str!("../../examples/basic/integration-flow.yaml"));
+        flow.metadata.namespace = Some("plant-berlin".into());
+        flow.metadata.uid = Some("0000-1111".into());
+        let conns = include_str!("../../examples/basic/partner-connection.yaml")
+            .split("\n---\n")
+            .map(|doc| {
+                let mut c: PartnerConnection = parse(doc);
+                c.metadata.namespace = Some("plant-berlin".into());
+                c
+            })
+            .collect();
+        (flow, conns)
+    }
+
+    fn inputs<'a>(flow: &'a IntegrationFlow, conns: &'a [PartnerConnection]) -> FlowInputs<'a> {
+        FlowInputs {
+            flow,
+            contract: ResolvedContract {
+                name: "production-completed".into(),
+                version: 1,
+                event_type: "com.acme.mfg.production.completed.v1".into(),
+                schema: serde_json::json!({"type": "object"}),
+            },
+            output_contract: None,
+            connections: conns
+                .iter()
+                .map(|c| (c.metadata.name.clone().unwrap(), c))
+                .collect(),
+            lookups: BTreeMap::new(),
+        }
+    }
+
+    fn settings() -> RenderSettings {
+        RenderSettings {
+            worker_image: "millrace-worker:1".into(),
+        }
+    }
+
+    #[test]
+    fn rendering_is_deterministic_and_holds_no_secret_values() {
+        let (flow, conns) = fixtures();
+        let a = render(&inputs(&flow, &conns), &settings()).unwrap();
+        let b = render(&inputs(&flow, &conns), &settings()).unwrap();
+        assert_eq!(
+            serde_json::to_string(&a.deployment).unwrap(),
+            serde_json::to_string(&b.deployment).unwrap()
+        );
+        assert_eq!(a.revision, b.revision);
+        let cm = serde_json::to_string(&a.config_map).unwrap();
+        assert!(cm.contains("secretName") && !cm.contains("guest"), "{cm}");
+        let template = a.deployment.spec.template.metadata.as_ref().unwrap();
+        assert_eq!(
+            template.annotations.as_ref().unwrap()[CONFIG_HASH_ANNOTATION],
+            a.revision
+        );
+    }
+
+    #[test]
+    fn worker_pods_are_hardened_and_get_secrets_by_reference() {
+        let (flow, conns) = fixtures();
+        let r = render(&inputs(&flow, &conns), &settings()).unwrap();
+        let pod = r.deployment.spec.template.spec.as_ref().unwrap();
+        let c = &pod.containers[0];
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().drop.as_deref(),
+            Some(&["ALL".to_string()][..])
+        );
+        assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+        assert!(c.liveness_probe.is_some() && c.readiness_probe.is_some());
+        let env = c.env.as_ref().unwrap();
+        let refs: Vec<_> = env
+            .iter()
+            .filter_map(|e| e.value_from.as_ref()?.secret_key_ref.as_ref())
+            .collect();
+        assert_eq!(refs.len(), 2, "{env:?}");
+        assert!(
+            env.iter()
+                .all(|e| e.value.is_none() || e.name == "RUST_LOG")
+        );
+        assert!(
+            r.deployment
+                .metadata
+                .owner_references
+                .as_ref()
+                .is_some_and(|o| o[0].controller == Some(true))
+        );
+        assert!(r.pdb.is_none(), "one replica needs no PDB");
+    }
+
+    #[test]
+    fn replicas_suspend_retries_and_a_new_transform() {
+        let (mut flow, conns) = fixtures();
+        flow.spec.workers.as_mut().unwrap().replicas = Some(3);
+        let r = render(&inputs(&flow, &conns), &settings()).unwrap();
+        assert!(r.pdb.is_some());
+        let f = &r.config.flows[0];
+        // The flow's retry policy wins over the connection's default.
+        assert_eq!(f.routes[0].retry.max_attempts, 5);
+        assert_eq!(f.delivery.retry_tiers_ms, vec![1_000, 2_000, 4_000, 8_000]);
+
+        let before = r.revision.clone();
+        flow.spec.transform.as_mut().unwrap().jq = Some("{order: .prodOrderId}".into());
+        let changed = render(&inputs(&flow, &conns), &settings()).unwrap();
+        assert_ne!(changed.revision, before);
+
+        flow.spec.suspend = true;
+        let suspended = render(&inputs(&flow, &conns), &settings()).unwrap();
+        assert_eq!(suspended.deployment.spec.replicas, Some(0));
+    }
+
+    #[test]
+    fn a_route_to_the_wrong_kind_of_connection_names_the_field() {
+        let (mut flow, conns) = fixtures();
+        flow.spec.routes[1].destination.connection = "s4-prod".into();
+        let e = render(&inputs(&flow, &conns), &settings()).unwrap_err();
+        assert_eq!(e.field, "spec.routes[1].destination.connection");
+        assert!(e.message.contains("HTTP"), "{e}");
+    }
+}
