@@ -325,6 +325,7 @@ impl Bench {
         command
             .arg("--config")
             .arg(&path)
+            .args(["--listen", &format!("127.0.0.1:{}", free_port()?)])
             .env(pipeline::BROKER_URI_ENV, self.vhost.uri());
         MeasuredProcess::spawn(
             "worker",
@@ -500,6 +501,12 @@ fn find_worker(given: Option<&Path>) -> Result<PathBuf> {
         );
     }
     Ok(path)
+}
+
+/// A loopback port that is free now (the worker binds it right after).
+fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
 }
 
 fn describe_latency(l: &Latency) -> String {
