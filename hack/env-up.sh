@@ -154,12 +154,13 @@ start_apiserver() {
 
 apiserver_ready() { kctl get --raw /readyz | grep -qx ok; }
 
+# Each controller runs as its own service account, the way the built-in RBAC roles expect.
 start_controller_manager() {
   local kc="$ENV_DIR/kube-controller-manager.kubeconfig"
   start_component kube-controller-manager \
     --kubeconfig "$kc" --authentication-kubeconfig "$kc" --authorization-kubeconfig "$kc" \
     --bind-address 127.0.0.1 --secure-port "$KCM_PORT" \
-    --leader-elect=false \
+    --leader-elect=false --use-service-account-credentials \
     --service-account-private-key-file "$PKI_DIR/sa.key" --root-ca-file "$PKI_DIR/ca.crt" \
     --cluster-signing-cert-file "$PKI_DIR/ca.crt" --cluster-signing-key-file "$PKI_DIR/ca.key"
 }

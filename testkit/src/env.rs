@@ -24,6 +24,17 @@ pub fn kubeconfig_path() -> PathBuf {
     millrace_home().join("env").join("kubeconfig")
 }
 
+/// Chooses rustls's process-wide crypto provider once, before any TLS or AMQP client is built.
+/// Both ring (through kube) and aws-lc-rs (through lapin) are compiled into test binaries, and rustls
+/// refuses to guess between them.
+pub(crate) fn init_tls() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // An error means a provider is installed already, which is just as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
 /// Fails the current test: the environment is missing or unreachable.
 pub(crate) fn not_up(what: impl std::fmt::Display) -> ! {
     panic!(
@@ -48,6 +59,7 @@ pub async fn kube_client() -> Client {
 }
 
 pub(crate) async fn client_from(path: &std::path::Path) -> Result<Client, String> {
+    init_tls();
     let kubeconfig = Kubeconfig::read_from(path).map_err(|e| e.to_string())?;
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await

@@ -28,6 +28,7 @@ impl TestVhost {
     ///
     /// Panics, saying to run `make env-up`, when RabbitMQ is not up.
     pub async fn create(prefix: &str) -> Self {
+        env::init_tls();
         let name = env::unique_name(prefix);
         let http = reqwest::Client::new();
         let vhost_url = format!("{MANAGEMENT_URL}/api/vhosts/{name}");
