@@ -46,3 +46,9 @@ env-kubeconfig: ## Print the path of the local kubeconfig
 
 bench: env-up ## Benchmarks: worker pipeline vs a bare lapin loop, side by side (see docs/benchmarks.md)
 	@hack/bench.sh
+
+demo: ## Build, start the local environment, run the manufacturing scenario and account for every event
+	@hack/demo.sh
+
+demo-down: ## Stop the demo's processes and delete its namespace (the environment stays up)
+	@hack/demo-down.sh

@@ -155,9 +155,10 @@ fn parse_outage(text: &str) -> Result<(std::time::Duration, std::time::Duration)
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .compact()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,lapin=warn".into()),
+                .unwrap_or_else(|_| "info,lapin=error".into()),
         )
         .init();
     match Cli::parse().command {
