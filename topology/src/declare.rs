@@ -19,7 +19,7 @@ pub enum TopologyError {
         /// Exchange name.
         name: String,
         /// Broker error.
-        source: lapin::Error,
+        source: Box<lapin::Error>,
     },
     /// The broker refused a queue declaration (a 406 means it exists with other arguments:
     /// align the flow or delete the queue).
@@ -28,7 +28,7 @@ pub enum TopologyError {
         /// Queue name.
         name: String,
         /// Broker error.
-        source: lapin::Error,
+        source: Box<lapin::Error>,
     },
     /// The broker refused a binding.
     #[error("binding queue {queue:?} to exchange {exchange:?} with key {key:?}: {source}")]
@@ -40,7 +40,7 @@ pub enum TopologyError {
         /// Binding key.
         key: String,
         /// Broker error.
-        source: lapin::Error,
+        source: Box<lapin::Error>,
     },
     /// A name or argument does not fit AMQP limits (names are at most 255 bytes).
     #[error("{name:?} is not a valid AMQP name: longer than 255 bytes")]
@@ -54,7 +54,7 @@ pub enum TopologyError {
         /// Queue or exchange name.
         name: String,
         /// Broker error.
-        source: lapin::Error,
+        source: Box<lapin::Error>,
     },
 }
 
@@ -119,7 +119,7 @@ pub async fn declare(channel: &Channel, plan: &TopologyPlan) -> Result<(), Topol
             .await
             .map_err(|source| TopologyError::Exchange {
                 name: exchange.name.clone(),
-                source,
+                source: Box::new(source),
             })?;
     }
     for queue in &plan.queues {
@@ -135,7 +135,7 @@ pub async fn declare(channel: &Channel, plan: &TopologyPlan) -> Result<(), Topol
             .await
             .map_err(|source| TopologyError::Queue {
                 name: queue.name.clone(),
-                source,
+                source: Box::new(source),
             })?;
     }
     for binding in &plan.bindings {
@@ -152,7 +152,7 @@ pub async fn declare(channel: &Channel, plan: &TopologyPlan) -> Result<(), Topol
                 queue: binding.queue.clone(),
                 exchange: binding.exchange.clone(),
                 key: binding.routing_key.clone(),
-                source,
+                source: Box::new(source),
             })?;
     }
     tracing::debug!(flow = %plan.names.base, "topology declared");
@@ -188,7 +188,7 @@ pub async fn delete(
                 .await
                 .map_err(|source| TopologyError::Delete {
                     name: queue.name.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
         let result = channel
             .queue_delete(
@@ -210,7 +210,7 @@ pub async fn delete(
             Err(source) => {
                 return Err(TopologyError::Delete {
                     name: queue.name.clone(),
-                    source,
+                    source: Box::new(source),
                 });
             }
         }
@@ -222,7 +222,7 @@ pub async fn delete(
                 .await
                 .map_err(|source| TopologyError::Delete {
                     name: plan.names.base.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
         for exchange in plan.exchanges.iter().filter(|e| !e.shared) {
             channel
@@ -230,7 +230,7 @@ pub async fn delete(
                 .await
                 .map_err(|source| TopologyError::Delete {
                     name: exchange.name.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
             report.deleted.push(exchange.name.clone());
         }

@@ -1,0 +1,197 @@
+//! Turning a [`WorkerConfig`] into something runnable: compiled flows and resolved secrets.
+//!
+//! Secrets are looked up by reference, in this order: values given in [`SecretValues`] (tests,
+//! embedding), the environment variable the pod receives through `secretKeyRef`, then (when a
+//! Kubernetes client is configured) the Secret itself through the API.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Secret;
+use millrace_crds::worker_config::{SecretSource, WorkerConfig};
+
+use crate::pipeline::CompiledFlow;
+
+/// Why a config cannot run. Names the field and says how to fix it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ConfigError {
+    /// Dotted path of the bad field.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// An error on `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// A bounded label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        "invalid_config"
+    }
+}
+
+impl From<millrace_crds::worker_config::WorkerConfigError> for ConfigError {
+    fn from(e: millrace_crds::worker_config::WorkerConfigError) -> Self {
+        Self::new(e.field, e.message)
+    }
+}
+
+/// Secret values given directly, by the env var name of their [`SecretSource`].
+pub type SecretValues = HashMap<String, String>;
+
+/// Where secret values come from.
+#[derive(Clone, Default)]
+pub struct SecretResolver {
+    /// Values given directly (checked first).
+    pub values: SecretValues,
+    /// A client and namespace to read Secrets through the API when the env var is absent.
+    pub kube: Option<(kube::Client, String)>,
+}
+
+impl SecretResolver {
+    /// Resolves one secret. The error names the env var and the Secret, never the value.
+    pub async fn resolve(&self, source: &SecretSource) -> Result<String, ConfigError> {
+        if let Some(v) = self.values.get(&source.env) {
+            return Ok(v.clone());
+        }
+        if let Ok(v) = std::env::var(&source.env) {
+            return Ok(v);
+        }
+        let Some((client, namespace)) = &self.kube else {
+            return Err(ConfigError::new(
+                format!("secret {}", source.env),
+                format!(
+                    "environment variable {} is not set (it should come from Secret {:?} key {:?})",
+                    source.env, source.secret_name, source.secret_key
+                ),
+            ));
+        };
+        let api: kube::Api<Secret> = kube::Api::namespaced(client.clone(), namespace);
+        let secret = api.get(&source.secret_name).await.map_err(|e| {
+            ConfigError::new(
+                format!("secret {}", source.env),
+                format!("reading Secret {namespace}/{}: {e}", source.secret_name),
+            )
+        })?;
+        let bytes = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(&source.secret_key))
+            .map(|b| b.0.clone())
+            .or_else(|| {
+                secret
+                    .string_data
+                    .as_ref()
+                    .and_then(|d| d.get(&source.secret_key))
+                    .map(|s| s.clone().into_bytes())
+            })
+            .ok_or_else(|| {
+                ConfigError::new(
+                    format!("secret {}", source.env),
+                    format!(
+                        "Secret {namespace}/{} has no key {:?}",
+                        source.secret_name, source.secret_key
+                    ),
+                )
+            })?;
+        String::from_utf8(bytes).map_err(|_| {
+            ConfigError::new(
+                format!("secret {}", source.env),
+                format!(
+                    "Secret {namespace}/{} key {:?} is not UTF-8",
+                    source.secret_name, source.secret_key
+                ),
+            )
+        })
+    }
+}
+
+/// A config ready to run: compiled flows and every referenced secret value.
+pub struct CompiledConfig {
+    /// The config as given.
+    pub raw: WorkerConfig,
+    /// Compiled flows, in config order.
+    pub flows: Vec<Arc<CompiledFlow>>,
+    /// Secret values by env var name. Held in memory only; never logged.
+    pub secrets: BTreeMap<String, String>,
+}
+
+impl CompiledConfig {
+    /// Checks, compiles and resolves `raw`.
+    pub async fn build(
+        raw: WorkerConfig,
+        resolver: &SecretResolver,
+        max_message_bytes: usize,
+    ) -> Result<Self, ConfigError> {
+        raw.check()?;
+        let mut seen = std::collections::HashSet::new();
+        let mut flows = Vec::new();
+        for (i, flow) in raw.flows.iter().enumerate() {
+            if !seen.insert((flow.namespace.clone(), flow.name.clone())) {
+                return Err(ConfigError::new(
+                    format!("flows[{i}].name"),
+                    format!("flow {}/{} appears twice", flow.namespace, flow.name),
+                ));
+            }
+            let mut route_names = std::collections::HashSet::new();
+            for (j, r) in flow.routes.iter().enumerate() {
+                if !route_names.insert(r.name.clone()) {
+                    return Err(ConfigError::new(
+                        format!("flows[{i}].routes[{j}].name"),
+                        format!("route {:?} appears twice", r.name),
+                    ));
+                }
+            }
+            flows.push(Arc::new(CompiledFlow::compile(i, flow, max_message_bytes)?));
+        }
+        for (name, c) in &raw.connections {
+            if let Some(http) = &c.http {
+                let field = format!("connections.{name}.http");
+                reqwest::Url::parse(&http.base_url).map_err(|e| {
+                    ConfigError::new(format!("{field}.baseUrl"), format!("is not a URL: {e}"))
+                })?;
+                use millrace_crds::connection::HttpAuthType as A;
+                if http.auth != A::None && http.secret.is_none() {
+                    return Err(ConfigError::new(
+                        format!("{field}.secret"),
+                        "is required unless auth is None",
+                    ));
+                }
+                if http.auth == A::OAuth2ClientCredentials && http.token_url.is_none() {
+                    return Err(ConfigError::new(
+                        format!("{field}.tokenUrl"),
+                        "is required for OAuth2ClientCredentials",
+                    ));
+                }
+                if http.auth == A::ApiKey && http.header.is_none() {
+                    return Err(ConfigError::new(
+                        format!("{field}.header"),
+                        "is required for ApiKey",
+                    ));
+                }
+            }
+        }
+        let mut secrets = BTreeMap::new();
+        for source in raw.secrets() {
+            let value = resolver.resolve(source).await?;
+            secrets.insert(source.env.clone(), value);
+        }
+        Ok(Self {
+            raw,
+            flows,
+            secrets,
+        })
+    }
+
+    /// The value of a secret resolved at build time.
+    pub fn secret(&self, source: &SecretSource) -> Option<&str> {
+        self.secrets.get(&source.env).map(String::as_str)
+    }
+}

@@ -1,0 +1,173 @@
+//! A flow ready to run: its compiled pipeline plus the live pieces it delivers through
+//! (publishers, HTTP sinks, dedupe windows, metrics).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use millrace_crds::flow::HttpMethod;
+use millrace_crds::worker_config::DestinationConfig;
+
+use crate::config::{CompiledConfig, ConfigError};
+use crate::dedupe::DedupeWindow;
+use crate::metrics::Metrics;
+use crate::pipeline::CompiledFlow;
+use crate::sink::amqp::ConfirmPublisher;
+use crate::sink::http::HttpSink;
+
+/// Where one route delivers.
+pub enum RouteSink {
+    /// Publish to an exchange.
+    Amqp {
+        /// Publisher of the route's connection.
+        publisher: Arc<ConfirmPublisher>,
+        /// Exchange.
+        exchange: String,
+        /// Routing key.
+        routing_key: String,
+    },
+    /// Send an HTTP request.
+    Http {
+        /// The connection's sink.
+        sink: Arc<HttpSink>,
+        /// Method.
+        method: HttpMethod,
+        /// Path template.
+        path: String,
+    },
+}
+
+/// Everything a flow needs at run time.
+pub struct FlowRuntime {
+    /// The compiled pipeline.
+    pub flow: Arc<CompiledFlow>,
+    /// `<namespace>/<name>`, the `flow` label.
+    pub label: String,
+    /// URI of the flow's broker (consumers open their own connections to it).
+    pub broker_uri: String,
+    /// Publisher on the flow's broker: retries, dead-letters, ingress, the ordering splitter.
+    pub publisher: Arc<ConfirmPublisher>,
+    /// One sink per route, in route order.
+    pub sinks: Vec<RouteSink>,
+    /// One dedupe window per route, when the flow has an idempotency window.
+    pub dedupe: Vec<Option<DedupeWindow>>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The live pieces of one config: a runtime per flow and the publishers they share.
+pub struct Runtimes {
+    /// Flows, in config order.
+    pub flows: Vec<Arc<FlowRuntime>>,
+    /// Publishers by connection name.
+    pub publishers: Vec<Arc<ConfirmPublisher>>,
+}
+
+/// Builds the runtimes of a compiled config. Nothing connects yet.
+pub fn build(
+    config: &CompiledConfig,
+    metrics: &Arc<Metrics>,
+    window: usize,
+) -> Result<Runtimes, ConfigError> {
+    let mut publishers: HashMap<String, Arc<ConfirmPublisher>> = HashMap::new();
+    let mut http_sinks: HashMap<String, Arc<HttpSink>> = HashMap::new();
+    let raw = &config.raw;
+    let uri_of = |name: &str, field: String| -> Result<String, ConfigError> {
+        let conn = raw
+            .connections
+            .get(name)
+            .and_then(|c| c.amqp.as_ref())
+            .ok_or_else(|| {
+                ConfigError::new(field.clone(), format!("{name:?} is not an AMQP connection"))
+            })?;
+        config.secret(&conn.uri).map(str::to_string).ok_or_else(|| {
+            ConfigError::new(
+                field,
+                format!("the URI secret {} is not resolved", conn.uri.env),
+            )
+        })
+    };
+    let mut publisher_for =
+        |name: &str, field: String| -> Result<Arc<ConfirmPublisher>, ConfigError> {
+            if let Some(p) = publishers.get(name) {
+                return Ok(p.clone());
+            }
+            let uri = uri_of(name, field)?;
+            let p = Arc::new(ConfirmPublisher::new(
+                uri,
+                format!("millrace-worker publisher {name}"),
+                window,
+            ));
+            publishers.insert(name.to_string(), p.clone());
+            Ok(p)
+        };
+
+    let mut flows = Vec::new();
+    for (i, flow) in config.flows.iter().enumerate() {
+        let fc = &flow.config;
+        let broker_uri = uri_of(&fc.broker, format!("flows[{i}].broker"))?;
+        let publisher = publisher_for(&fc.broker, format!("flows[{i}].broker"))?;
+        let mut sinks = Vec::new();
+        for (j, route) in fc.routes.iter().enumerate() {
+            let field = format!("flows[{i}].routes[{j}].connection");
+            let sink = match &route.destination {
+                DestinationConfig::Amqp {
+                    exchange,
+                    routing_key,
+                } => RouteSink::Amqp {
+                    publisher: publisher_for(&route.connection, field)?,
+                    exchange: exchange.clone(),
+                    routing_key: routing_key.clone(),
+                },
+                DestinationConfig::Http { method, path } => {
+                    let sink = match http_sinks.get(&route.connection) {
+                        Some(s) => s.clone(),
+                        None => {
+                            let conn = raw
+                                .connections
+                                .get(&route.connection)
+                                .and_then(|c| c.http.as_ref())
+                                .ok_or_else(|| {
+                                    ConfigError::new(field.clone(), "is not an HTTP connection")
+                                })?;
+                            let secret = conn.secret.as_ref().and_then(|s| config.secret(s));
+                            let s = Arc::new(HttpSink::new(&route.connection, conn, secret)?);
+                            http_sinks.insert(route.connection.clone(), s.clone());
+                            s
+                        }
+                    };
+                    RouteSink::Http {
+                        sink,
+                        method: *method,
+                        path: path.clone(),
+                    }
+                }
+            };
+            sinks.push(sink);
+        }
+        let dedupe = fc
+            .routes
+            .iter()
+            .map(|_| {
+                fc.delivery
+                    .idempotency
+                    .as_ref()
+                    .filter(|i| i.window_ms > 0)
+                    .map(|i| DedupeWindow::new(Duration::from_millis(i.window_ms)))
+            })
+            .collect();
+        flows.push(Arc::new(FlowRuntime {
+            label: flow.label(),
+            flow: flow.clone(),
+            broker_uri,
+            publisher,
+            sinks,
+            dedupe,
+            metrics: metrics.clone(),
+        }));
+    }
+    Ok(Runtimes {
+        flows,
+        publishers: publishers.into_values().collect(),
+    })
+}

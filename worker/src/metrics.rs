@@ -1,0 +1,240 @@
+//! Prometheus metrics (prefix `millrace_`). Labels are bounded: flow, route, outcome, reason.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of flow-level series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FlowLabels {
+    /// `<namespace>/<name>`.
+    pub flow: String,
+}
+
+/// Labels of route-level series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// `<namespace>/<name>`.
+    pub flow: String,
+    /// Route name.
+    pub route: String,
+}
+
+/// Labels of dead-letter and validation series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// `<namespace>/<name>`.
+    pub flow: String,
+    /// Route name, or `none` when the whole message failed before routing.
+    pub route: String,
+    /// Reason class.
+    pub reason: String,
+}
+
+/// Labels of the processing histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `<namespace>/<name>`.
+    pub flow: String,
+    /// `acked`, `dead_lettered`, `filtered`, `requeued`.
+    pub outcome: String,
+}
+
+/// Labels of config reloads.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// `applied` or `rejected`.
+    pub outcome: String,
+}
+
+/// Every metric the worker exports.
+pub struct Metrics {
+    /// Registry to encode.
+    pub registry: Registry,
+    /// Messages taken from a source.
+    pub events_received: Family<FlowLabels, Counter>,
+    /// Confirmed deliveries per route.
+    pub events_delivered: Family<RouteLabels, Counter>,
+    /// Transient failures parked for a retry.
+    pub events_retried: Family<RouteLabels, Counter>,
+    /// Repeats dropped by the dedupe window.
+    pub events_deduplicated: Family<RouteLabels, Counter>,
+    /// Messages written to the DLQ.
+    pub events_dead_lettered: Family<ReasonLabels, Counter>,
+    /// Contract and output-contract failures.
+    pub validation_failures: Family<ReasonLabels, Counter>,
+    /// Time from receive to ack.
+    pub processing_duration: Family<OutcomeLabels, Histogram>,
+    /// Event time to confirmed delivery.
+    pub end_to_end_latency: Family<RouteLabels, Histogram>,
+    /// Deliveries later than the flow's SLA.
+    pub sla_breaches: Family<RouteLabels, Counter>,
+    /// Messages received and not yet acknowledged.
+    pub inflight_events: Family<FlowLabels, Gauge>,
+    /// Broker (re)connections that failed.
+    pub broker_connection_failures: Family<FlowLabels, Counter>,
+    /// Config reloads.
+    pub config_reloads: Family<ReloadLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("millrace");
+        let events_received = Family::default();
+        registry.register(
+            "events_received",
+            "Messages taken from a source",
+            events_received.clone(),
+        );
+        let events_delivered = Family::default();
+        registry.register(
+            "events_delivered",
+            "Deliveries confirmed by a route's destination",
+            events_delivered.clone(),
+        );
+        let events_retried = Family::default();
+        registry.register(
+            "events_retried",
+            "Transient delivery failures parked in a retry tier or retried in place",
+            events_retried.clone(),
+        );
+        let events_deduplicated = Family::default();
+        registry.register(
+            "events_deduplicated",
+            "Deliveries skipped because the idempotency key was delivered recently",
+            events_deduplicated.clone(),
+        );
+        let events_dead_lettered = Family::default();
+        registry.register(
+            "events_dead_lettered",
+            "Messages written to the dead-letter queue, by reason class",
+            events_dead_lettered.clone(),
+        );
+        let validation_failures = Family::default();
+        registry.register(
+            "validation_failures",
+            "Events refused by the contract or the output contract",
+            validation_failures.clone(),
+        );
+        let processing_duration = Family::<OutcomeLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+        });
+        registry.register(
+            "processing_duration_seconds",
+            "Time from receiving a message to acknowledging it",
+            processing_duration.clone(),
+        );
+        let end_to_end_latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.005, 2.0, 20))
+        });
+        registry.register(
+            "end_to_end_latency_seconds",
+            "Time from the event's time to its confirmed delivery (sync lag)",
+            end_to_end_latency.clone(),
+        );
+        let sla_breaches = Family::default();
+        registry.register(
+            "sla_breaches",
+            "Deliveries whose end-to-end latency exceeded the flow's SLA",
+            sla_breaches.clone(),
+        );
+        let inflight_events = Family::default();
+        registry.register(
+            "inflight_events",
+            "Messages received and not yet acknowledged",
+            inflight_events.clone(),
+        );
+        let broker_connection_failures = Family::default();
+        registry.register(
+            "broker_connection_failures",
+            "Broker sessions that failed or could not be opened",
+            broker_connection_failures.clone(),
+        );
+        let config_reloads = Family::default();
+        registry.register(
+            "config_reloads",
+            "Config reloads, applied or rejected",
+            config_reloads.clone(),
+        );
+        Self {
+            registry,
+            events_received,
+            events_delivered,
+            events_retried,
+            events_deduplicated,
+            events_dead_lettered,
+            validation_failures,
+            processing_duration,
+            end_to_end_latency,
+            sla_breaches,
+            inflight_events,
+            broker_connection_failures,
+            config_reloads,
+        }
+    }
+
+    /// The OpenMetrics text.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Route labels.
+    pub fn route(flow: &str, route: &str) -> RouteLabels {
+        RouteLabels {
+            flow: flow.to_string(),
+            route: route.to_string(),
+        }
+    }
+
+    /// Flow labels.
+    pub fn flow(flow: &str) -> FlowLabels {
+        FlowLabels {
+            flow: flow.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_have_prefix_and_units() {
+        let m = Metrics::new();
+        m.events_received
+            .get_or_create(&Metrics::flow("ns/f"))
+            .inc();
+        m.processing_duration
+            .get_or_create(&OutcomeLabels {
+                flow: "ns/f".into(),
+                outcome: "acked".into(),
+            })
+            .observe(0.01);
+        m.inflight_events
+            .get_or_create(&Metrics::flow("ns/f"))
+            .set(2);
+        let text = m.encode();
+        assert!(
+            text.contains("millrace_events_received_total{flow=\"ns/f\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("millrace_processing_duration_seconds_bucket"));
+        assert!(
+            text.contains("millrace_inflight_events{flow=\"ns/f\"} 2"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,82 @@
+//! Why a message ends in the dead-letter queue: a small, fixed set of classes.
+
+/// The bounded reason class carried in the `x-millrace-reason` header and the `reason` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DeadLetterReason {
+    /// The body is not JSON.
+    InvalidJson,
+    /// The body is not UTF-8.
+    InvalidUtf8,
+    /// The body is empty.
+    EmptyBody,
+    /// The body is larger than the worker's limit.
+    PayloadTooLarge,
+    /// The content type is not JSON.
+    UnsupportedContentType,
+    /// The CloudEvents type is not the contract's.
+    WrongEventType,
+    /// The event does not validate against the inbound contract.
+    ContractViolation,
+    /// A jq program (transform, predicate, idempotency or ordering key) failed at run time.
+    JqError,
+    /// The transformed event does not validate against the output contract.
+    OutputContractViolation,
+    /// The destination answered 4xx (other than 408 and 429), or a 3xx/1xx it cannot follow.
+    Http4xx,
+    /// The request could not be built for this event (for example a path placeholder whose
+    /// field is missing).
+    InvalidRequest,
+    /// A transient failure lasted for all of the route's attempts.
+    RetriesExhausted,
+}
+
+impl DeadLetterReason {
+    /// The label and header value.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DeadLetterReason::InvalidJson => "invalid_json",
+            DeadLetterReason::InvalidUtf8 => "invalid_utf8",
+            DeadLetterReason::EmptyBody => "empty_body",
+            DeadLetterReason::PayloadTooLarge => "payload_too_large",
+            DeadLetterReason::UnsupportedContentType => "unsupported_content_type",
+            DeadLetterReason::WrongEventType => "wrong_event_type",
+            DeadLetterReason::ContractViolation => "contract_violation",
+            DeadLetterReason::JqError => "jq_error",
+            DeadLetterReason::OutputContractViolation => "output_contract_violation",
+            DeadLetterReason::Http4xx => "http_4xx",
+            DeadLetterReason::InvalidRequest => "invalid_request",
+            DeadLetterReason::RetriesExhausted => "retries_exhausted",
+        }
+    }
+}
+
+impl std::fmt::Display for DeadLetterReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A message the pipeline refuses for good: it goes to the DLQ on its first attempt.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{reason}: {detail}")]
+pub struct Rejection {
+    /// The class.
+    pub reason: DeadLetterReason,
+    /// What was wrong, for the `x-millrace-last-error` header and logs (never a secret).
+    pub detail: String,
+}
+
+impl Rejection {
+    /// A rejection of class `reason`.
+    pub fn new(reason: DeadLetterReason, detail: impl Into<String>) -> Self {
+        Self {
+            reason,
+            detail: detail.into(),
+        }
+    }
+
+    /// The bounded metric label.
+    pub fn metric_label(&self) -> &'static str {
+        self.reason.as_str()
+    }
+}

@@ -1,0 +1,380 @@
+//! What happens to one received message: the pipeline, delivery to each selected route, and
+//! the settlement of every failure (retry tier, in-place retry or dead-letter) before the ack.
+//!
+//! A message is acknowledged only once every route has a durable outcome: delivered, parked in
+//! a retry tier, or dead-lettered. When even that is impossible (the broker is gone), the
+//! message is requeued and comes back later.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use lapin::BasicProperties;
+use lapin::types::FieldTable;
+use millrace_topology::{ROUTING_KEY_DEAD_LETTER, retry_routing_key};
+use tokio_util::sync::CancellationToken;
+
+use crate::flow::{FlowRuntime, RouteSink};
+use crate::headers;
+use crate::metrics::{Metrics, OutcomeLabels, ReasonLabels};
+use crate::pipeline::{DeadLetterReason, Processed};
+use crate::retry::{RetryState, failure_headers, pick_tier};
+use crate::sink::DeliveryError;
+
+/// How transient failures are retried.
+#[derive(Clone)]
+pub enum RetryMode {
+    /// Park the message in a delay tier and acknowledge it (unordered flows).
+    Tiers,
+    /// Wait and retry in place, holding the queue (ordered partitions). Cancelling the token
+    /// abandons the wait and requeues the message.
+    InPlace(CancellationToken),
+}
+
+/// What to do with the received message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Disposition {
+    /// Every route has a durable outcome.
+    Ack,
+    /// Some outcome could not be made durable; the broker should deliver it again.
+    Requeue,
+}
+
+/// The settlement of one route could not be made durable.
+struct NotSettled;
+
+/// Runs one message through the flow.
+pub async fn handle(
+    rt: &FlowRuntime,
+    body: &[u8],
+    properties: &BasicProperties,
+    mode: &RetryMode,
+) -> Disposition {
+    let started = Instant::now();
+    let flow_labels = Metrics::flow(&rt.label);
+    rt.metrics.events_received.get_or_create(&flow_labels).inc();
+    let inflight = rt
+        .metrics
+        .inflight_events
+        .get_or_create(&flow_labels)
+        .clone();
+    inflight.inc();
+    let (disposition, outcome) = handle_inner(rt, body, properties, mode).await;
+    inflight.dec();
+    rt.metrics
+        .processing_duration
+        .get_or_create(&OutcomeLabels {
+            flow: rt.label.clone(),
+            outcome: outcome.to_string(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    disposition
+}
+
+async fn handle_inner(
+    rt: &FlowRuntime,
+    body: &[u8],
+    properties: &BasicProperties,
+    mode: &RetryMode,
+) -> (Disposition, &'static str) {
+    let headers_in = properties.headers().as_ref();
+    let state = RetryState::from_headers(headers_in);
+    let processed = match rt.flow.process(body, properties) {
+        Ok(p) => p,
+        Err(rejection) => {
+            if matches!(
+                rejection.reason,
+                DeadLetterReason::ContractViolation | DeadLetterReason::OutputContractViolation
+            ) {
+                rt.metrics
+                    .validation_failures
+                    .get_or_create(&ReasonLabels {
+                        flow: rt.label.clone(),
+                        route: "none".into(),
+                        reason: rejection.reason.as_str().into(),
+                    })
+                    .inc();
+            }
+            tracing::info!(flow = %rt.label, reason = %rejection.reason, error = %rejection.detail, "event rejected");
+            return match dead_letter(
+                rt,
+                body,
+                properties,
+                None,
+                state.attempts.max(1),
+                state.first_failure.as_deref(),
+                rejection.reason,
+                &rejection.detail,
+            )
+            .await
+            {
+                Ok(()) => (Disposition::Ack, "dead_lettered"),
+                Err(NotSettled) => (Disposition::Requeue, "requeued"),
+            };
+        }
+    };
+    if processed.body.is_none() {
+        return (Disposition::Ack, "filtered");
+    }
+    let targets: Vec<usize> = match &state.route {
+        Some(name) => match rt.flow.route_index(name) {
+            Some(i) => vec![i],
+            None => {
+                tracing::warn!(flow = %rt.label, route = %name, "retry for a route that is no longer configured; dropping it");
+                return (Disposition::Ack, "filtered");
+            }
+        },
+        None => processed.routes.clone(),
+    };
+    let results = futures::future::join_all(targets.iter().map(|&i| {
+        let prior = if state.route.is_some() {
+            state.attempts
+        } else {
+            0
+        };
+        deliver_route(rt, &processed, i, prior, &state, body, properties, mode)
+    }))
+    .await;
+    if results.iter().all(Result::is_ok) {
+        (Disposition::Ack, "acked")
+    } else {
+        (Disposition::Requeue, "requeued")
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn deliver_route(
+    rt: &FlowRuntime,
+    processed: &Processed,
+    index: usize,
+    prior_attempts: u32,
+    state: &RetryState,
+    body: &[u8],
+    properties: &BasicProperties,
+    mode: &RetryMode,
+) -> Result<(), NotSettled> {
+    let route = &rt.flow.routes[index].config;
+    let labels = Metrics::route(&rt.label, &route.name);
+    let key = processed.idempotency_key.as_str();
+    let dedupe = rt.dedupe.get(index).and_then(Option::as_ref);
+    let mut attempt = prior_attempts + 1;
+    let mut first_failure = state.first_failure.clone();
+    loop {
+        if dedupe.is_some_and(|d| d.contains(key)) {
+            rt.metrics.events_deduplicated.get_or_create(&labels).inc();
+            return Ok(());
+        }
+        let result = send(rt, processed, index, &route.name).await;
+        let error = match result {
+            Ok(()) => {
+                if let Some(d) = dedupe {
+                    d.insert(key);
+                }
+                rt.metrics.events_delivered.get_or_create(&labels).inc();
+                if let Some(time) = processed.envelope.time {
+                    let lag = (Utc::now() - time).num_milliseconds().max(0) as u64;
+                    rt.metrics
+                        .end_to_end_latency
+                        .get_or_create(&labels)
+                        .observe(lag as f64 / 1000.0);
+                    if rt
+                        .flow
+                        .config
+                        .sla_max_latency_ms
+                        .is_some_and(|sla| lag > sla)
+                    {
+                        rt.metrics.sla_breaches.get_or_create(&labels).inc();
+                    }
+                }
+                return Ok(());
+            }
+            Err(e) => e,
+        };
+        let first = first_failure
+            .get_or_insert_with(crate::retry::now_rfc3339)
+            .clone();
+        match error {
+            DeliveryError::Permanent { reason, detail } => {
+                tracing::info!(flow = %rt.label, route = %route.name, reason = %reason, error = %detail, "delivery failed permanently");
+                return dead_letter(
+                    rt,
+                    body,
+                    properties,
+                    Some(&route.name),
+                    attempt,
+                    Some(&first),
+                    reason,
+                    &detail,
+                )
+                .await;
+            }
+            DeliveryError::Transient { detail } => {
+                if attempt >= route.retry.max_attempts {
+                    tracing::warn!(flow = %rt.label, route = %route.name, attempts = attempt, error = %detail, "retries exhausted");
+                    return dead_letter(
+                        rt,
+                        body,
+                        properties,
+                        Some(&route.name),
+                        attempt,
+                        Some(&first),
+                        DeadLetterReason::RetriesExhausted,
+                        &detail,
+                    )
+                    .await;
+                }
+                let delay = route.retry.delay_ms(attempt + 1);
+                rt.metrics.events_retried.get_or_create(&labels).inc();
+                match mode {
+                    RetryMode::Tiers => {
+                        let tiers = &rt.flow.config.delivery.retry_tiers_ms;
+                        let Some(tier) = pick_tier(tiers, delay) else {
+                            return dead_letter(
+                                rt,
+                                body,
+                                properties,
+                                Some(&route.name),
+                                attempt,
+                                Some(&first),
+                                DeadLetterReason::RetriesExhausted,
+                                &format!("{detail} (the flow has no retry tiers)"),
+                            )
+                            .await;
+                        };
+                        tracing::debug!(flow = %rt.label, route = %route.name, attempt, tier, error = %detail, "parking for retry");
+                        let table = failure_headers(
+                            properties.headers().as_ref(),
+                            &rt.label,
+                            Some(&route.name),
+                            attempt,
+                            Some(&first),
+                            &detail,
+                            None,
+                        );
+                        return rt
+                            .publisher
+                            .publish(
+                                &rt.flow.names.exchange(),
+                                &retry_routing_key(tier),
+                                body,
+                                properties.clone().with_headers(table),
+                            )
+                            .await
+                            .map_err(|e| {
+                                tracing::warn!(flow = %rt.label, route = %route.name, error = %e, "could not park a retry; requeueing");
+                                NotSettled
+                            });
+                    }
+                    RetryMode::InPlace(cancel) => {
+                        tracing::debug!(flow = %rt.label, route = %route.name, attempt, delay_ms = delay, error = %detail, "retrying in place");
+                        tokio::select! {
+                            _ = cancel.cancelled() => return Err(NotSettled),
+                            _ = tokio::time::sleep(Duration::from_millis(delay)) => {}
+                        }
+                        attempt += 1;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One delivery attempt on route `index`.
+async fn send(
+    rt: &FlowRuntime,
+    processed: &Processed,
+    index: usize,
+    route_name: &str,
+) -> Result<(), DeliveryError> {
+    let Some(body) = processed.body.as_deref() else {
+        return Ok(());
+    };
+    match &rt.sinks[index] {
+        RouteSink::Amqp {
+            publisher,
+            exchange,
+            routing_key,
+        } => {
+            let mut table = FieldTable::default();
+            processed.envelope.write_headers(&mut table);
+            headers::set_str(&mut table, headers::FLOW, &rt.label);
+            headers::set_str(&mut table, headers::ROUTE, route_name);
+            headers::set_str(
+                &mut table,
+                headers::IDEMPOTENCY_KEY,
+                &processed.idempotency_key,
+            );
+            let mut props = BasicProperties::default()
+                .with_content_type("application/json".into())
+                .with_message_id(headers::short_string(&processed.idempotency_key))
+                .with_timestamp(Utc::now().timestamp().max(0) as u64)
+                .with_headers(table);
+            if let Some(t) = &processed.envelope.event_type {
+                props = props.with_type(headers::short_string(t));
+            }
+            publisher.publish(exchange, routing_key, body, props).await
+        }
+        RouteSink::Http { sink, method, path } => {
+            sink.deliver(
+                *method,
+                path,
+                &processed.output,
+                body,
+                &processed.envelope,
+                &processed.idempotency_key,
+            )
+            .await
+        }
+    }
+}
+
+/// Writes the original message to the flow's DLQ with the failure headers.
+#[allow(clippy::too_many_arguments)]
+async fn dead_letter(
+    rt: &FlowRuntime,
+    body: &[u8],
+    properties: &BasicProperties,
+    route: Option<&str>,
+    attempts: u32,
+    first_failure: Option<&str>,
+    reason: DeadLetterReason,
+    detail: &str,
+) -> Result<(), NotSettled> {
+    let labels = ReasonLabels {
+        flow: rt.label.clone(),
+        route: route.unwrap_or("none").to_string(),
+        reason: reason.as_str().to_string(),
+    };
+    if !rt.flow.config.delivery.dead_letter {
+        tracing::warn!(flow = %rt.label, reason = %reason, error = %detail, "dead-lettering is disabled; dropping the event");
+        rt.metrics.events_dead_lettered.get_or_create(&labels).inc();
+        return Ok(());
+    }
+    let table = failure_headers(
+        properties.headers().as_ref(),
+        &rt.label,
+        route,
+        attempts,
+        first_failure,
+        detail,
+        Some(reason.as_str()),
+    );
+    match rt
+        .publisher
+        .publish(
+            &rt.flow.names.exchange(),
+            ROUTING_KEY_DEAD_LETTER,
+            body,
+            properties.clone().with_headers(table),
+        )
+        .await
+    {
+        Ok(()) => {
+            rt.metrics.events_dead_lettered.get_or_create(&labels).inc();
+            Ok(())
+        }
+        Err(e) => {
+            tracing::warn!(flow = %rt.label, error = %e, "could not dead-letter; requeueing");
+            Err(NotSettled)
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! AMQP sources: consumers of a flow's queues, with manual acks and prefetch, that reconnect
+//! with backoff after losing the broker and drain on shutdown.
+//!
+//! Three kinds of consumer exist:
+//! - **pipeline** on the main queue of an unordered flow: messages are handled concurrently
+//!   (up to the prefetch) and failures retried through delay tiers;
+//! - **splitter** on the main queue of an ordered flow (single active consumer): it computes
+//!   each message's partition key and republishes it, in order, to the partition exchange;
+//! - **partition** on each partition queue (single active consumer): messages are handled one
+//!   at a time and failures retried in place, so a key's order is never broken.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
+
+use lapin::Acker;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
+use lapin::types::{FieldTable, ShortString};
+use millrace_topology::PARTITION_KEY_HEADER;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::flow::FlowRuntime;
+use crate::headers;
+use crate::metrics::Metrics;
+use crate::process::{Disposition, RetryMode, handle};
+use crate::sink::DeliveryError;
+use crate::sink::amqp::{PendingConfirm, connect};
+
+/// What a consumer does with its queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConsumerKind {
+    /// Concurrent pipeline with retry tiers.
+    Pipeline,
+    /// Ordered flow: split the main queue into partitions.
+    Splitter,
+    /// Ordered flow: one partition, sequential, retries in place.
+    Partition,
+}
+
+/// Settings shared by every consumer.
+#[derive(Clone, Debug)]
+pub struct ConsumerSettings {
+    /// Declare the flow's topology before consuming.
+    pub declare_topology: bool,
+    /// Longest wait for in-flight messages on shutdown.
+    pub drain_timeout: Duration,
+}
+
+/// Consumes `queue` until `shutdown`, reconnecting after failures. `ready` is true exactly
+/// while the consumer is registered with the broker.
+pub async fn run_consumer(
+    rt: Arc<FlowRuntime>,
+    queue: String,
+    kind: ConsumerKind,
+    settings: ConsumerSettings,
+    shutdown: CancellationToken,
+    ready: Arc<AtomicBool>,
+) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        if shutdown.is_cancelled() {
+            break;
+        }
+        let result = session(&rt, &queue, kind, &settings, &shutdown, &ready).await;
+        ready.store(false, Ordering::SeqCst);
+        match result {
+            Ok(()) => break,
+            Err(e) => {
+                rt.metrics
+                    .broker_connection_failures
+                    .get_or_create(&Metrics::flow(&rt.label))
+                    .inc();
+                tracing::warn!(flow = %rt.label, queue = %queue, error = %e, retry_in_ms = backoff.as_millis() as u64, "consumer lost the broker; reconnecting");
+                let jitter =
+                    Duration::from_millis(rand::random_range(0..=backoff.as_millis() as u64 / 4));
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(backoff + jitter) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+    tracing::info!(flow = %rt.label, queue = %queue, "consumer stopped");
+}
+
+/// Why a consumer session ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The broker refused or dropped something.
+    #[error("broker: {0}")]
+    Broker(#[from] lapin::Error),
+    /// Declaring the topology failed.
+    #[error("topology: {0}")]
+    Topology(#[from] millrace_topology::TopologyError),
+    /// The broker cancelled the consumer (queue deleted, node down).
+    #[error("the broker cancelled the consumer")]
+    Cancelled,
+}
+
+impl SessionError {
+    /// A bounded metric label.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            SessionError::Broker(_) => "broker",
+            SessionError::Topology(e) => e.metric_label(),
+            SessionError::Cancelled => "cancelled",
+        }
+    }
+}
+
+async fn session(
+    rt: &Arc<FlowRuntime>,
+    queue: &str,
+    kind: ConsumerKind,
+    settings: &ConsumerSettings,
+    shutdown: &CancellationToken,
+    ready: &AtomicBool,
+) -> Result<(), SessionError> {
+    let name = format!("millrace-worker {} {queue}", rt.label);
+    let connection = connect(&rt.broker_uri, &name).await?;
+    let channel = connection.create_channel().await?;
+    if settings.declare_topology {
+        millrace_topology::declare(&channel, &rt.flow.plan).await?;
+    }
+    channel
+        .basic_qos(rt.flow.config.prefetch, BasicQosOptions::default())
+        .await?;
+    let queue_name = ShortString::try_new(queue).map_err(|_| {
+        lapin::Error::from(lapin::ErrorKind::InvalidChannelState(
+            lapin::ChannelState::Error,
+            "queue name longer than 255 bytes",
+        ))
+    })?;
+    let mut consumer = channel
+        .basic_consume(
+            queue_name,
+            ShortString::from(""),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let tag = consumer.tag();
+    ready.store(true, Ordering::SeqCst);
+    tracing::info!(flow = %rt.label, queue = %queue, kind = ?kind, "consuming");
+
+    let mut tasks: JoinSet<()> = JoinSet::new();
+    let mut pending: FuturesOrdered<SplitConfirm> = FuturesOrdered::new();
+    let in_place = RetryMode::InPlace(shutdown.clone());
+    let outcome: Result<(), SessionError> = loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break Ok(()),
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            Some((confirmed, acker)) = pending.next(), if !pending.is_empty() => {
+                if let Err(e) = settle_split(confirmed, acker).await {
+                    break Err(e);
+                }
+            }
+            next = consumer.next() => match next {
+                Some(Ok(delivery)) => match kind {
+                    ConsumerKind::Pipeline => {
+                        let rt = rt.clone();
+                        tasks.spawn(async move {
+                            let d = handle(&rt, &delivery.data, &delivery.properties, &RetryMode::Tiers).await;
+                            settle(&delivery, d).await;
+                        });
+                    }
+                    ConsumerKind::Partition => {
+                        let d = handle(rt, &delivery.data, &delivery.properties, &in_place).await;
+                        settle(&delivery, d).await;
+                    }
+                    ConsumerKind::Splitter => {
+                        match split(rt, &delivery).await {
+                            Ok(p) => {
+                                let acker = delivery.acker;
+                                pending.push_back(Box::pin(async move { (p.wait().await, acker) }));
+                            }
+                            Err(e) => {
+                                tracing::warn!(flow = %rt.label, error = %e, "splitter could not publish; requeueing");
+                                let _ = delivery.acker.nack(BasicNackOptions { requeue: true, multiple: false }).await;
+                                break Err(SessionError::Cancelled);
+                            }
+                        }
+                    }
+                },
+                Some(Err(e)) => break Err(SessionError::Broker(e)),
+                None => break Err(SessionError::Cancelled),
+            }
+        }
+    };
+    ready.store(false, Ordering::SeqCst);
+    let _ = channel
+        .basic_cancel(tag, BasicCancelOptions::default())
+        .await;
+    // Drain: in-flight messages finish and are acked; on timeout they are left unacked and
+    // the broker redelivers them.
+    let drain = async {
+        while tasks.join_next().await.is_some() {}
+        while let Some((confirmed, acker)) = pending.next().await {
+            if settle_split(confirmed, acker).await.is_err() {
+                break;
+            }
+        }
+    };
+    if tokio::time::timeout(settings.drain_timeout, drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!(flow = %rt.label, queue = %queue, "drain timed out; unacked messages will be redelivered");
+        tasks.abort_all();
+    }
+    let _ = channel.close(200, "bye".into()).await;
+    let _ = connection.close(200, "bye".into()).await;
+    outcome
+}
+
+type SplitConfirm =
+    std::pin::Pin<Box<dyn std::future::Future<Output = (Result<(), DeliveryError>, Acker)> + Send>>;
+
+/// Acks a split's source message once its partition copy is confirmed.
+async fn settle_split(
+    confirmed: Result<(), DeliveryError>,
+    acker: Acker,
+) -> Result<(), SessionError> {
+    match confirmed {
+        Ok(()) => {
+            let _ = acker.ack(BasicAckOptions::default()).await;
+            Ok(())
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "partition publish failed; requeueing");
+            let _ = acker
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    multiple: false,
+                })
+                .await;
+            // Later splits may overtake the requeued one: restart the session so the
+            // unconfirmed tail comes back in order.
+            Err(SessionError::Cancelled)
+        }
+    }
+}
+
+async fn split(rt: &FlowRuntime, delivery: &Delivery) -> Result<PendingConfirm, DeliveryError> {
+    let key = rt.flow.partition_key(&delivery.data, &delivery.properties);
+    let mut table = delivery.properties.headers().clone().unwrap_or_default();
+    headers::set_str(&mut table, PARTITION_KEY_HEADER, &key);
+    rt.publisher
+        .start_publish(
+            &rt.flow.names.partition_exchange(),
+            "",
+            &delivery.data,
+            delivery.properties.clone().with_headers(table),
+        )
+        .await
+}
+
+async fn settle(delivery: &Delivery, disposition: Disposition) {
+    let result = match disposition {
+        Disposition::Ack => delivery.acker.ack(BasicAckOptions::default()).await,
+        Disposition::Requeue => {
+            // A short pause keeps a broker-less worker from spinning on the same message.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            delivery
+                .acker
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    multiple: false,
+                })
+                .await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "could not settle a delivery; the broker will redeliver it");
+    }
+}

@@ -1,0 +1,4 @@
+//! Sources: AMQP queues and HTTP ingress.
+
+pub mod amqp;
+pub mod http;
