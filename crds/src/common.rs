@@ -197,17 +197,18 @@ impl JsonSchema for SemVer {
     }
 }
 
-/// Schema for a free-form JSON value (a JSON Schema document, an example event, a jq argument).
-pub fn any_json(_: &mut SchemaGenerator) -> Schema {
-    json_schema!({ "x-kubernetes-preserve-unknown-fields": true })
+/// Schema for a free-form JSON object (a JSON Schema document, an example event). Typed as an
+/// object so CEL rules can compare it.
+pub fn any_object(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({ "type": "object", "x-kubernetes-preserve-unknown-fields": true })
 }
 
-/// Schema for a list of free-form JSON values.
-pub fn any_json_list(_: &mut SchemaGenerator) -> Schema {
+/// Schema for a list of free-form JSON objects.
+pub fn any_object_list(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "type": "array",
         "maxItems": 20,
-        "items": { "x-kubernetes-preserve-unknown-fields": true },
+        "items": { "type": "object", "x-kubernetes-preserve-unknown-fields": true },
     })
 }
 

@@ -5,7 +5,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{any_json, any_json_list};
+use crate::common::{any_object, any_object_list};
 
 /// How the versions of a contract must stay compatible with each other.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
@@ -99,11 +99,11 @@ pub struct ContractVersion {
     pub version: u32,
     /// JSON Schema (draft-07 or 2020-12) of the event's `data`. Close your objects
     /// (`additionalProperties: false`) so compatibility can be checked precisely.
-    #[schemars(schema_with = "any_json")]
+    #[schemars(schema_with = "any_object")]
     pub schema: serde_json::Value,
     /// Example events. Each must validate against `schema`; the operator checks them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(schema_with = "any_json_list")]
+    #[schemars(schema_with = "any_object_list")]
     pub examples: Vec<serde_json::Value>,
     /// Marks the version as deprecated: still served, but flows should move off it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

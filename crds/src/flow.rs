@@ -8,7 +8,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{Duration, LocalObjectRef, RetryPolicy, SecretKeyRef, SemVer, any_json};
+use crate::common::{Duration, LocalObjectRef, RetryPolicy, SecretKeyRef, SemVer};
 
 /// An IntegrationFlow consumes business events from one source, validates them against a
 /// contract, transforms them with jq, and delivers them to every route whose predicate holds,
@@ -197,21 +197,21 @@ pub struct Transform {
     #[schemars(length(max = 16))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub lookups: Vec<Lookup>,
-    /// Plain values exposed to jq as `$<name>` variables. Templates fill these; text is never spliced into jq.
+    /// Plain string values exposed to jq as `$<name>` variables (use `tonumber` for numbers).
+    /// Templates fill these; text is never spliced into jq.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(schema_with = "args_schema")]
-    pub args: BTreeMap<String, serde_json::Value>,
+    pub args: BTreeMap<String, String>,
     /// Contract the transformed event must satisfy before delivery.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_contract: Option<ContractRef>,
 }
 
-fn args_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    let value = any_json(generator);
+fn args_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "object",
         "maxProperties": 32,
-        "additionalProperties": value,
+        "additionalProperties": { "type": "string", "maxLength": 4096 },
         "x-kubernetes-validations": [{
             "rule": "self.all(k, k.matches('^[A-Za-z_][A-Za-z0-9_]*$'))",
             "message": "transform.args names must be jq identifiers (letters, digits, underscore; not starting with a digit)"

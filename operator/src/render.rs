@@ -376,7 +376,11 @@ pub fn worker_config(inputs: &FlowInputs<'_>) -> Result<WorkerConfig, RenderErro
     let transform = spec.transform.as_ref().map(|t| TransformConfig {
         jq: t.jq.clone(),
         lookups: inputs.lookups.clone(),
-        args: t.args.clone(),
+        args: t
+            .args
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect(),
         output_contract: inputs.output_contract.as_ref().map(contract_config),
     });
     let delivery_spec = spec.delivery.clone().unwrap_or_default();
