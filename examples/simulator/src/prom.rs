@@ -77,11 +77,19 @@ fn parse_labels(text: &str) -> Option<BTreeMap<String, String>> {
     }
 }
 
-/// Sum of every sample of `name` whose `flow` label is `flow`.
+/// Whether a sample's `flow` label names `flow`. Workers label flows `<namespace>/<name>`;
+/// a bare name matches too.
+fn is_flow(sample: &Sample, flow: &str) -> bool {
+    sample.labels.get("flow").is_some_and(|label| {
+        label == flow || label.rsplit_once('/').is_some_and(|(_, name)| name == flow)
+    })
+}
+
+/// Sum of every sample of `name` whose `flow` label names `flow`.
 pub fn sum_for_flow(samples: &[Sample], name: &str, flow: &str) -> f64 {
     samples
         .iter()
-        .filter(|s| s.name == name && s.labels.get("flow").is_some_and(|f| f == flow))
+        .filter(|s| s.name == name && is_flow(s, flow))
         .map(|s| s.value)
         .sum()
 }
@@ -93,7 +101,7 @@ pub fn buckets_for_flow(samples: &[Sample], name: &str, flow: &str) -> Vec<(f64,
     let mut by_le: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
     for s in samples
         .iter()
-        .filter(|s| s.name == bucket && s.labels.get("flow").is_some_and(|f| f == flow))
+        .filter(|s| s.name == bucket && is_flow(s, flow))
     {
         let Some(le) = s.labels.get("le").and_then(|le| match le.as_str() {
             "+Inf" => Some(f64::INFINITY),
@@ -145,7 +153,8 @@ mod tests {
 # TYPE millrace_events_delivered_total counter
 millrace_events_delivered_total{flow="a",route="erp"} 10
 millrace_events_delivered_total{flow="a",route="wms"} 5
-millrace_events_delivered_total{flow="b",route="erp"} 7
+millrace_events_delivered_total{flow="plant-berlin/b",route="erp"} 7
+millrace_events_delivered_total{flow="plant-berlin/bb",route="erp"} 100
 millrace_end_to_end_latency_seconds_bucket{flow="a",route="erp",le="0.1"} 50
 millrace_end_to_end_latency_seconds_bucket{flow="a",route="erp",le="1.0"} 90
 millrace_end_to_end_latency_seconds_bucket{flow="a",route="erp",le="+Inf"} 100
