@@ -75,6 +75,7 @@ fn parse_config(text: &str, origin: &str) -> Result<WorkerConfig> {
 async fn main() -> Result<()> {
     let args = Args::parse();
     init_tracing(&args.log_format);
+    millrace_worker::runtime::init_tls();
 
     let shutdown = CancellationToken::new();
     let (updates_tx, updates_rx) = mpsc::channel::<WorkerConfig>(4);

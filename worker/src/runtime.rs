@@ -137,11 +137,21 @@ impl RunningWorker {
     }
 }
 
+/// Chooses the process-wide TLS provider once (two are compiled in through dependencies).
+pub fn init_tls() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // An error means a provider is installed already, which is just as good.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
 /// Checks `config`, binds the listeners and starts the worker in the background.
 pub async fn start(
     config: WorkerConfig,
     options: WorkerOptions,
 ) -> Result<RunningWorker, WorkerError> {
+    init_tls();
     let metrics = Arc::new(Metrics::new());
     let compiled =
         CompiledConfig::build(config, &options.secrets, options.max_message_bytes).await?;
