@@ -1,0 +1,261 @@
+//! The Millrace CRDs, as checked in under `crds/yaml`, behave on a real kube-apiserver: every example
+//! under `examples/` is accepted, and each manifest under `tests/fixtures/invalid` is refused with a
+//! message that names the offending field.
+//!
+//! Each invalid fixture breaks one OpenAPI or CEL rule and says, in a `# expect: <text>` line, what the
+//! apiserver's refusal must contain.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::discovery::{ApiCapabilities, ApiResource, Scope, pinned_kind};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Api, Client};
+use millrace_testkit::TestNamespace;
+use serde::Deserialize;
+
+const FIELD_MANAGER: &str = "millrace-tests";
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate sits in the repository root")
+        .to_path_buf()
+}
+
+/// A path as the reader knows it: relative to the repository root.
+fn shown(path: &Path) -> String {
+    let root = repo_root();
+    path.strip_prefix(&root)
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+/// Every `*.yaml` file under `dir`, recursively, sorted.
+fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let entries =
+            std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("read {}: {e}", dir.display()));
+        for entry in entries {
+            let path = entry.expect("directory entry").path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path
+                .extension()
+                .is_some_and(|ext| ext == "yaml" || ext == "yml")
+            {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// The non-empty YAML documents of a file.
+fn documents(path: &Path) -> Vec<serde_json::Value> {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", shown(path)));
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| {
+            serde_json::Value::deserialize(doc)
+                .unwrap_or_else(|e| panic!("parse {}: {e}", shown(path)))
+        })
+        .filter(|doc| !doc.is_null())
+        .collect()
+}
+
+/// Applies the checked-in CRDs (server-side, so a second run changes nothing) and waits until the
+/// apiserver serves them, so that the tests check this checkout's CRDs and not an older install.
+async fn install_crds(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let files = yaml_files(&repo_root().join("crds/yaml"));
+    assert!(!files.is_empty(), "no CRD manifests in crds/yaml");
+    for file in files {
+        for doc in documents(&file) {
+            let crd: CustomResourceDefinition = serde_json::from_value(doc).unwrap_or_else(|e| {
+                panic!("{} is not a CustomResourceDefinition: {e}", shown(&file))
+            });
+            let name = crd.metadata.name.clone().expect("a CRD has a name");
+            crds.patch(
+                &name,
+                &PatchParams::apply("millrace-env").force(),
+                &Patch::Apply(&crd),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("the apiserver refused {}: {e}", shown(&file)));
+            tokio::time::timeout(
+                Duration::from_secs(30),
+                await_condition(crds.clone(), &name, conditions::is_crd_established()),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("CRD {name} not Established within 30s"))
+            .unwrap_or_else(|e| panic!("watching CRD {name}: {e}"));
+        }
+    }
+}
+
+/// Resolves kinds to API resources, asking discovery once per kind.
+struct Kinds {
+    client: Client,
+    known: HashMap<GroupVersionKind, (ApiResource, ApiCapabilities)>,
+}
+
+impl Kinds {
+    fn new(client: Client) -> Self {
+        Self {
+            client,
+            known: HashMap::new(),
+        }
+    }
+
+    async fn resolve(&mut self, object: &DynamicObject) -> (ApiResource, ApiCapabilities) {
+        let types = object.types.as_ref().expect("apiVersion and kind");
+        let gvk = GroupVersionKind::try_from(types).expect("a valid apiVersion");
+        if !self.known.contains_key(&gvk) {
+            // The CRDs were just installed; discovery may take a moment to catch up.
+            let mut attempts = 0;
+            let found = loop {
+                match pinned_kind(&self.client, &gvk).await {
+                    Ok(found) => break found,
+                    Err(_) if attempts < 20 => attempts += 1,
+                    Err(e) => panic!("the apiserver does not serve {gvk:?}: {e}"),
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            };
+            self.known.insert(gvk.clone(), found);
+        }
+        self.known[&gvk].clone()
+    }
+}
+
+/// A server-side apply with `dryRun=All`: the apiserver runs every validation and admission step but
+/// stores nothing. Namespaced objects go into `namespace`, whatever their manifest says.
+async fn dry_run_apply(
+    kinds: &mut Kinds,
+    namespace: &str,
+    mut object: DynamicObject,
+) -> Result<(), kube::Error> {
+    let (resource, capabilities) = kinds.resolve(&object).await;
+    let api: Api<DynamicObject> = match capabilities.scope {
+        Scope::Namespaced => {
+            object.metadata.namespace = Some(namespace.to_string());
+            Api::namespaced_with(kinds.client.clone(), namespace, &resource)
+        }
+        Scope::Cluster => Api::all_with(kinds.client.clone(), &resource),
+    };
+    let name = object
+        .metadata
+        .name
+        .clone()
+        .expect("every manifest has a name");
+    let params = PatchParams::apply(FIELD_MANAGER).dry_run().force();
+    api.patch(&name, &params, &Patch::Apply(&object))
+        .await
+        .map(|_| ())
+}
+
+fn object_from(path: &Path, doc: serde_json::Value) -> DynamicObject {
+    serde_json::from_value(doc)
+        .unwrap_or_else(|e| panic!("{} is not a Kubernetes object: {e}", shown(path)))
+}
+
+#[tokio::test]
+async fn every_example_is_accepted() {
+    let ns = TestNamespace::create("env-examples").await;
+    install_crds(&ns.client()).await;
+    let mut kinds = Kinds::new(ns.client());
+
+    let mut refused = Vec::new();
+    let mut accepted_by_kind: HashMap<String, usize> = HashMap::new();
+    for file in yaml_files(&repo_root().join("examples")) {
+        for doc in documents(&file) {
+            let object = object_from(&file, doc);
+            let kind = object
+                .types
+                .as_ref()
+                .map(|t| t.kind.clone())
+                .unwrap_or_default();
+            let name = object.metadata.name.clone().unwrap_or_default();
+            match dry_run_apply(&mut kinds, ns.name(), object).await {
+                Ok(()) => *accepted_by_kind.entry(kind).or_default() += 1,
+                Err(e) => refused.push(format!("{} {kind}/{name}: {e}", shown(&file))),
+            }
+        }
+    }
+    assert!(
+        refused.is_empty(),
+        "examples refused by the apiserver:\n  {}",
+        refused.join("\n  ")
+    );
+    for kind in ["EventContract", "PartnerConnection", "IntegrationFlow"] {
+        assert!(
+            accepted_by_kind.get(kind).copied().unwrap_or(0) > 0,
+            "no {kind} example was checked; accepted: {accepted_by_kind:?}"
+        );
+    }
+}
+
+/// The text after `# expect:` in a fixture.
+fn expectation(path: &Path) -> String {
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", shown(path)));
+    text.lines()
+        .find_map(|line| line.strip_prefix("# expect:"))
+        .map(|expected| expected.trim().to_string())
+        .filter(|expected| !expected.is_empty())
+        .unwrap_or_else(|| panic!("{} has no `# expect: <text>` line", shown(path)))
+}
+
+#[tokio::test]
+async fn invalid_manifests_are_refused_naming_the_field() {
+    let ns = TestNamespace::create("env-invalid").await;
+    install_crds(&ns.client()).await;
+    let mut kinds = Kinds::new(ns.client());
+
+    let fixtures = yaml_files(&repo_root().join("tests/fixtures/invalid"));
+    assert!(
+        fixtures.len() >= 12,
+        "expected at least 12 invalid fixtures, found {}",
+        fixtures.len()
+    );
+
+    let mut wrong = Vec::new();
+    for file in &fixtures {
+        let expected = expectation(file);
+        let mut docs = documents(file);
+        assert_eq!(
+            docs.len(),
+            1,
+            "{} must hold exactly one manifest",
+            shown(file)
+        );
+        let object = object_from(file, docs.remove(0));
+        match dry_run_apply(&mut kinds, ns.name(), object).await {
+            Ok(()) => wrong.push(format!("{}: accepted, but should be refused", shown(file))),
+            Err(kube::Error::Api(status))
+                if status.code == 422 && status.message.contains(&expected) => {}
+            Err(kube::Error::Api(status)) => wrong.push(format!(
+                "{}: refused with {} {:?}, without {expected:?}: {}",
+                shown(file),
+                status.code,
+                status.reason,
+                status.message
+            )),
+            Err(e) => wrong.push(format!("{}: {e}", shown(file))),
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {} fixtures misbehaved:\n  {}",
+        wrong.len(),
+        fixtures.len(),
+        wrong.join("\n  ")
+    );
+}
