@@ -113,7 +113,7 @@ pub fn config(namespace: &str, flow: &str, http_base: &str) -> WorkerConfig {
             },
             transform: Some(TransformConfig {
                 jq: Some(
-                    "{order: .orderId, plant: $plants[.site], qty: (.qty * $factor), ratio: (100 / .qty)}"
+                    "{order: .orderId, plant: $plants[.site], qty: (.qty * $factor), lot: ((.lot // \"0\") | tonumber)}"
                         .into(),
                 ),
                 lookups: BTreeMap::from([(
