@@ -92,7 +92,7 @@ pub struct EventContractSpec {
 /// One schema version of a contract.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.schema == oldSelf.schema && self.examples == oldSelf.examples").message("a published contract version is immutable: add a new version instead of changing schema or examples"))]
+#[x_kube(validation = Rule::new("self.schema == oldSelf.schema && has(self.examples) == has(oldSelf.examples) && (!has(self.examples) || self.examples == oldSelf.examples)").message("a published contract version is immutable: add a new version instead of changing schema or examples"))]
 pub struct ContractVersion {
     /// Version number, starting at 1.
     #[schemars(range(min = 1, max = 50))]

@@ -16,7 +16,7 @@ use millrace_crds::{EventContract, IntegrationFlow, PartnerConnection};
 use millrace_operator::context::Settings;
 use millrace_operator::metrics::Metrics;
 use millrace_operator::render::RenderSettings;
-use millrace_testkit::{TestBroker, TestNamespace};
+use millrace_testkit::{TestNamespace, TestVhost};
 use serde_json::{Value, json};
 
 /// A running operator for one namespace, with its metrics.
@@ -32,6 +32,7 @@ impl Drop for Operator {
 }
 
 fn start_operator(client: &Client, ns: &str) -> Operator {
+    let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("millrace_operator=debug,kube=info").try_init();
     let metrics = Arc::new(Metrics::default());
     let settings = Settings {
         render: RenderSettings {
@@ -120,8 +121,8 @@ fn flow(name: &str, contract: &str, jq: &str, policy: &str) -> Value {
     })
 }
 
-async fn setup(client: &Client, ns: &str, broker: &TestBroker) {
-    apply(client, ns, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "broker"}, "stringData": {"uri": broker.uri()}})).await;
+async fn setup(client: &Client, ns: &str, broker: &TestVhost) {
+    apply(client, ns, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "broker"}, "stringData": {"uri": broker.amqp_uri()}})).await;
     apply(client, ns, bus("mes")).await;
     apply(client, ns, bus("erp-bus")).await;
 }
@@ -187,8 +188,8 @@ fn reconciles(metrics: &Metrics) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flow_is_rendered_declared_and_ready_only_once_a_worker_consumes() {
-    let ns = TestNamespace::new("op-lifecycle").await;
-    let broker = TestBroker::new("op-lifecycle").await;
+    let ns = TestNamespace::create("op-lifecycle").await;
+    let broker = TestVhost::create("op-lifecycle").await;
     let client = ns.client();
     let _op = start_operator(&client, ns.name());
     setup(&client, ns.name(), &broker).await;
@@ -227,7 +228,7 @@ async fn flow_is_rendered_declared_and_ready_only_once_a_worker_consumes() {
             .await
             .expect("metrics Service");
     }
-    let conn = Connection::connect(&broker.uri(), ConnectionProperties::default())
+    let conn = Connection::connect(&broker.amqp_uri(), ConnectionProperties::default())
         .await
         .expect("broker");
     let ch = conn.create_channel().await.unwrap();
@@ -334,8 +335,8 @@ async fn flow_is_rendered_declared_and_ready_only_once_a_worker_consumes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_contract_then_created_resolves_without_restart() {
-    let ns = TestNamespace::new("op-missing").await;
-    let broker = TestBroker::new("op-missing").await;
+    let ns = TestNamespace::create("op-missing").await;
+    let broker = TestVhost::create("op-missing").await;
     let client = ns.client();
     let _op = start_operator(&client, ns.name());
     setup(&client, ns.name(), &broker).await;
@@ -386,8 +387,8 @@ async fn missing_contract_then_created_resolves_without_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_jq_and_bad_references_give_conditions_events_and_no_hot_loop() {
-    let ns = TestNamespace::new("op-invalid").await;
-    let broker = TestBroker::new("op-invalid").await;
+    let ns = TestNamespace::create("op-invalid").await;
+    let broker = TestVhost::create("op-invalid").await;
     let client = ns.client();
     let op = start_operator(&client, ns.name());
     setup(&client, ns.name(), &broker).await;
@@ -499,8 +500,8 @@ async fn bad_jq_and_bad_references_give_conditions_events_and_no_hot_loop() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deletion_honours_the_deletion_policy() {
-    let ns = TestNamespace::new("op-delete").await;
-    let broker = TestBroker::new("op-delete").await;
+    let ns = TestNamespace::create("op-delete").await;
+    let broker = TestVhost::create("op-delete").await;
     let client = ns.client();
     let _op = start_operator(&client, ns.name());
     setup(&client, ns.name(), &broker).await;
@@ -518,7 +519,7 @@ async fn deletion_honours_the_deletion_policy() {
         )
         .await;
     }
-    let conn = Connection::connect(&broker.uri(), ConnectionProperties::default())
+    let conn = Connection::connect(&broker.amqp_uri(), ConnectionProperties::default())
         .await
         .unwrap();
     let ch = conn.create_channel().await.unwrap();
