@@ -65,6 +65,7 @@ stop_rabbitmq() {
   fi
 }
 
+hold_env_lock
 stop_components
 stop_rabbitmq
 log "environment down; caches kept in $MILLRACE_HOME"

@@ -119,6 +119,11 @@ write_kubeconfig() {
   mv "$tmp" "$file"
 }
 
+# ensure_kubeconfig FILE USER: write it unless it exists and is newer than the certificates.
+ensure_kubeconfig() {
+  [[ -f $1 && $1 -nt $PKI_DIR/complete ]] || write_kubeconfig "$1" "$2"
+}
+
 # --- components --------------------------------------------------------------------------------------
 
 start_etcd() {
@@ -269,14 +274,15 @@ EOF
     rabbitmq_consistent_hash_exchange >/dev/null
 }
 
-rabbitmq_up() { as_root rabbitmqctl -q await_startup --timeout 2 >/dev/null 2>&1; }
+# rabbitmq_up: the management API answers. Cheaper than rabbitmqctl, which boots an Erlang VM per call.
+rabbitmq_up() {
+  curl -fsS -o /dev/null -u guest:guest "http://127.0.0.1:$RABBITMQ_MGMT_PORT/api/overview" 2>/dev/null
+}
 
 # ensure_rabbitmq: start the node detached unless one already runs. Only a node started here gets a pid
 # file, so env-down stops only that one.
 ensure_rabbitmq() {
   install_rabbitmq
-  # Configure before the first rabbitmqctl call: that call may start epmd, which must bind loopback too.
-  configure_rabbitmq
   if rabbitmq_up; then
     local pid
     if pid=$(rabbitmq_pid); then
@@ -286,6 +292,8 @@ ensure_rabbitmq() {
     fi
     return 0
   fi
+  # Configure before the first rabbitmqctl call: that call may start epmd, which must bind loopback too.
+  configure_rabbitmq
   mkdir -p "$RUN_DIR"
   rm -f "$(pid_file rabbitmq)"
   as_root rabbitmq-server -detached >/dev/null 2>&1
@@ -306,10 +314,21 @@ install_crds() {
     log "    no CRD manifests in crds/yaml yet; skipping"
     return 0
   fi
-  local names
+  # Skip the apply when these exact manifests were applied before and their CRDs are all there.
+  local digest names stamp="$ENV_DIR/crds.applied"
+  digest=$(cat "${files[@]}" | sha256sum | cut -d' ' -f1)
+  if [[ -f $stamp && $(head -n 1 "$stamp") == "$digest" ]]; then
+    names=$(tail -n +2 "$stamp")
+    # shellcheck disable=SC2086 # one argument per CRD name
+    if kctl get $names >/dev/null 2>&1; then
+      log "    $(wc -w <<<"$names") CRDs unchanged since the last apply"
+      return 0
+    fi
+  fi
   names=$(kctl apply --server-side --force-conflicts --field-manager millrace-env -f "$dir" -o name)
   # shellcheck disable=SC2086 # one argument per CRD name
   kctl wait --for condition=Established --timeout 60s $names >/dev/null
+  printf '%s\n%s\n' "$digest" "$names" >"$stamp"
   log "    $(wc -w <<<"$names") CRDs applied and Established"
 }
 
@@ -318,6 +337,7 @@ install_crds() {
 main() {
   log "Millrace local environment: MILLRACE_HOME=$MILLRACE_HOME"
   mkdir -p "$ENV_DIR" "$RUN_DIR" "$LOG_DIR"
+  hold_env_lock
 
   step 1 $TOTAL_STEPS "building etcd"
   ensure_built etcd "$ETCD_VERSION" build_etcd etcd
@@ -335,9 +355,9 @@ main() {
 
   step 6 $TOTAL_STEPS "certificates and kubeconfigs"
   ensure_pki
-  write_kubeconfig "$KUBECONFIG_PATH" admin
-  write_kubeconfig "$ENV_DIR/kube-controller-manager.kubeconfig" kube-controller-manager
-  write_kubeconfig "$ENV_DIR/kube-scheduler.kubeconfig" kube-scheduler
+  ensure_kubeconfig "$KUBECONFIG_PATH" admin
+  ensure_kubeconfig "$ENV_DIR/kube-controller-manager.kubeconfig" kube-controller-manager
+  ensure_kubeconfig "$ENV_DIR/kube-scheduler.kubeconfig" kube-scheduler
 
   step 7 $TOTAL_STEPS "etcd on 127.0.0.1:$ETCD_CLIENT_PORT"
   ensure_component etcd "etcd to be healthy" 60 start_etcd etcd_healthy
@@ -352,8 +372,12 @@ main() {
 
   step 10 $TOTAL_STEPS "kwok and its node $KWOK_NODE_NAME"
   ensure_component kwok "kwok /healthz" 60 start_kwok kwok_healthy
-  ensure_kwok_node
-  wait_until "node $KWOK_NODE_NAME to be Ready" 60 kwok node_ready
+  if node_ready; then
+    log "    node $KWOK_NODE_NAME is Ready"
+  else
+    ensure_kwok_node
+    wait_until "node $KWOK_NODE_NAME to be Ready" 60 kwok node_ready
+  fi
 
   step 11 $TOTAL_STEPS "Millrace CRDs"
   install_crds

@@ -87,6 +87,17 @@ run_with_heartbeat() {
   log "    $label done in $(elapsed_since "$started")"
 }
 
+# hold_env_lock: one env-up or env-down at a time (several `make test` may start together); the lock is
+# released when the script exits.
+hold_env_lock() {
+  mkdir -p "$ENV_DIR"
+  exec 9>"$ENV_DIR/.lock"
+  if ! flock -n 9; then
+    log "another env-up or env-down is running; waiting for it"
+    flock 9
+  fi
+}
+
 pid_file() { echo "$RUN_DIR/$1.pid"; }
 
 # component_pid NAME: print the pid of a running component started by env-up, or fail.
