@@ -279,17 +279,33 @@ rabbitmq_up() {
   curl -fsS -o /dev/null -u guest:guest "http://127.0.0.1:$RABBITMQ_MGMT_PORT/api/overview" 2>/dev/null
 }
 
+# rabbitmq_os_pid: the pid of the running node, as its management API reports it.
+rabbitmq_os_pid() {
+  curl -fsS -u guest:guest "http://127.0.0.1:$RABBITMQ_MGMT_PORT/api/nodes?columns=os_pid" 2>/dev/null |
+    sed -n 's/.*"os_pid":"\([0-9]*\)".*/\1/p'
+}
+
 # ensure_rabbitmq: start the node detached unless one already runs. Only a node started here gets a pid
 # file, so env-down stops only that one.
 ensure_rabbitmq() {
   install_rabbitmq
+  local pid
   if rabbitmq_up; then
-    local pid
     if pid=$(rabbitmq_pid); then
       log "    rabbitmq already running (pid $pid)"
+    elif [[ -f $(pid_file rabbitmq) ]]; then
+      # env-up started a node here before, and it has been restarted since: it is still ours to stop.
+      rabbitmq_os_pid >"$(pid_file rabbitmq)"
+      log "    rabbitmq was restarted since env-up started it; now pid $(<"$(pid_file rabbitmq)")"
     else
       log "    rabbitmq already running, not started by env-up; using it and leaving it to its owner"
     fi
+    return 0
+  fi
+  if pid=$(rabbitmq_pid); then
+    # Our node's VM is alive but does not answer: still booting, or its app was stopped (stop_app).
+    log "    rabbitmq (pid $pid) is alive but not answering; waiting for it"
+    wait_until "RabbitMQ to answer" 180 - rabbitmq_up
     return 0
   fi
   # Configure before the first rabbitmqctl call: that call may start epmd, which must bind loopback too.
@@ -298,7 +314,8 @@ ensure_rabbitmq() {
   rm -f "$(pid_file rabbitmq)"
   as_root rabbitmq-server -detached >/dev/null 2>&1
   wait_until "RabbitMQ to start" 120 - as_root rabbitmqctl -q await_startup --timeout 10
-  as_root rabbitmqctl -q eval 'list_to_integer(os:getpid()).' >"$(pid_file rabbitmq)"
+  wait_until "RabbitMQ's management API" 60 - rabbitmq_up
+  rabbitmq_os_pid >"$(pid_file rabbitmq)"
   STARTED+=(rabbitmq)
   log "    started rabbitmq (pid $(<"$(pid_file rabbitmq)"), logs in /var/log/rabbitmq)"
 }
