@@ -85,7 +85,8 @@ pub struct IntegrationFlowSpec {
     /// Retries, dead-lettering, idempotency and ordering.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery: Option<FlowDelivery>,
-    /// How long events are kept in the archive stream for replay.
+    /// Keep every inbound event in an archive stream for replay, for `retention`. Omitted means
+    /// the flow has no archive stream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replay: Option<ReplaySpec>,
     /// Service level: the longest acceptable time from an event's time to its confirmed delivery.

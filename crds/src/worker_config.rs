@@ -66,7 +66,7 @@ pub struct FlowConfig {
     pub routes: Vec<RouteConfig>,
     /// Delivery policy.
     pub delivery: DeliveryConfig,
-    /// Archive stream retention in milliseconds (the operator declares the stream).
+    /// Archive stream retention in milliseconds; 0 means the flow keeps no archive (no `spec.replay`).
     pub archive_retention_ms: u64,
     /// SLA: longest acceptable event-time-to-delivery, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -36,8 +36,6 @@ pub const APPLIED_HASH_ANNOTATION: &str = "millrace.dev/applied-hash";
 pub const FLOW_LABEL: &str = "millrace.dev/flow";
 /// Port of the worker's metrics, health and ingress server.
 pub const WORKER_PORT: i32 = 8080;
-/// Default archive retention when `spec.replay` is omitted.
-pub const DEFAULT_ARCHIVE_RETENTION_MS: u64 = 7 * 86_400_000;
 /// Default HTTP timeout of a connection.
 pub const DEFAULT_HTTP_TIMEOUT_MS: u64 = 10_000;
 /// Default dedupe window when `idempotency.window` is omitted.
@@ -416,7 +414,7 @@ pub fn worker_config(inputs: &FlowInputs<'_>) -> Result<WorkerConfig, RenderErro
         delivery,
         archive_retention_ms: match &spec.replay {
             Some(r) => duration_ms(&r.retention, "spec.replay.retention")?,
-            None => DEFAULT_ARCHIVE_RETENTION_MS,
+            None => 0,
         },
         sla_max_latency_ms: match &spec.sla {
             Some(s) => Some(duration_ms(&s.max_latency, "spec.sla.maxLatency")?),

@@ -32,7 +32,10 @@ impl Drop for Operator {
 }
 
 fn start_operator(client: &Client, ns: &str) -> Operator {
-    let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("millrace_operator=debug,kube=info").try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("millrace_operator=debug,kube=info")
+        .try_init();
     let metrics = Arc::new(Metrics::default());
     let settings = Settings {
         render: RenderSettings {
@@ -116,6 +119,7 @@ fn flow(name: &str, contract: &str, jq: &str, policy: &str) -> Value {
                 {"name": "erp", "destination": {"connection": "erp-bus", "amqp": {"exchange": "erp.in", "routingKey": "order"}}}
             ],
             "delivery": {"retry": {"maxAttempts": 3, "initialDelay": "1s", "maxDelay": "4s"}},
+            "replay": {"retention": "1h"},
             "deletionPolicy": policy
         }
     })

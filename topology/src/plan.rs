@@ -230,19 +230,22 @@ pub fn plan(flow: &FlowConfig) -> TopologyPlan {
     });
     bindings.push(bind(&dlq, &flow_exchange, ROUTING_KEY_DEAD_LETTER));
 
-    let archive = names.archive_stream();
-    queues.push(QueueSpec {
-        name: archive.clone(),
-        role: QueueRole::Archive,
-        arguments: args([
-            ("x-queue-type", str_arg("stream")),
-            ("x-max-age", str_arg(&max_age(flow.archive_retention_ms))),
-        ]),
-    });
-    for (exchange, key) in &source_keys {
-        bindings.push(bind(&archive, exchange, key));
+    // The archive stream exists only for flows that keep events for replay (`spec.replay`).
+    if flow.archive_retention_ms > 0 {
+        let archive = names.archive_stream();
+        queues.push(QueueSpec {
+            name: archive.clone(),
+            role: QueueRole::Archive,
+            arguments: args([
+                ("x-queue-type", str_arg("stream")),
+                ("x-max-age", str_arg(&max_age(flow.archive_retention_ms))),
+            ]),
+        });
+        for (exchange, key) in &source_keys {
+            bindings.push(bind(&archive, exchange, key));
+        }
+        bindings.push(bind(&archive, &flow_exchange, ROUTING_KEY_INGEST));
     }
-    bindings.push(bind(&archive, &flow_exchange, ROUTING_KEY_INGEST));
 
     if let Some(ordering) = ordered {
         let partition_exchange = names.partition_exchange();
