@@ -12,7 +12,7 @@ log "[1/3] stopping the workers (they drain in-flight events first)"
 stop_workers
 log "[2/3] deleting namespace $NAMESPACE (the operator removes the flows' queues)"
 if [[ -s $KUBECONFIG_PATH ]] && kctl get --raw /readyz >/dev/null 2>&1; then
-  delete_scenario_namespace
+  delete_scenario_namespace || warn "continuing; delete it later with: kubectl delete namespace $NAMESPACE"
 else
   log "    the local control plane is not running; nothing to delete"
 fi

@@ -99,21 +99,25 @@ stop_workers() {
 }
 
 # delete_scenario_namespace: delete the scenario's namespace, waiting for it to go. Flows use
-# deletionPolicy Delete, so a running operator removes their queues through its finalizer; without
-# an operator, the finalizers are removed so that the namespace can go (queues then stay behind).
+# deletionPolicy Delete, so a running operator removes their queues through its finalizer. Without
+# an operator, or when it has not finished after 60s, the finalizers are removed so that the
+# namespace can go (the flows' queues may then stay behind on the broker).
 delete_scenario_namespace() {
   kctl get namespace "$NAMESPACE" >/dev/null 2>&1 || return 0
   kctl delete namespace "$NAMESPACE" --wait=false >/dev/null
-  local started=$SECONDS
+  local started=$SECONDS patched=0
   while kctl get namespace "$NAMESPACE" >/dev/null 2>&1; do
-    if ((SECONDS - started >= 20)) && ! demo_pid operator >/dev/null; then
+    local waited=$((SECONDS - started))
+    if ((patched == 0)) && { ((waited >= 60)) || { ((waited >= 10)) && ! demo_pid operator >/dev/null; }; }; then
+      patched=1
+      warn "removing the finalizers of the Millrace objects left in $NAMESPACE (no operator finished them)"
       local obj
       for obj in $(kctl get integrationflows,partnerconnections,eventcontracts -n "$NAMESPACE" -o name 2>/dev/null); do
         kctl patch "$obj" -n "$NAMESPACE" --type merge -p '{"metadata":{"finalizers":null}}' >/dev/null 2>&1 || true
       done
     fi
-    if ((SECONDS - started >= 120)); then
-      warn "namespace $NAMESPACE is still terminating after 120s"
+    if ((waited >= 180)); then
+      warn "namespace $NAMESPACE is still terminating after 180s"
       return 1
     fi
     sleep 1
