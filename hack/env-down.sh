@@ -40,7 +40,7 @@ stop_rabbitmq() {
   file=$(pid_file rabbitmq)
   [[ -f $file ]] || return 0
   if pid=$(rabbitmq_pid); then
-    if rabbitmqctl -q stop >/dev/null 2>&1; then
+    if timeout 60 rabbitmqctl -q stop >/dev/null 2>&1 9>&-; then
       local waited=0
       while kill -0 "$pid" 2>/dev/null && ((waited < 30)); do
         sleep 1
@@ -59,7 +59,7 @@ stop_rabbitmq() {
   # The Erlang port mapper comes up with the node; stop it too unless another node still uses it.
   if command -v epmd >/dev/null && pgrep -x epmd >/dev/null; then
     if ! epmd -names 2>/dev/null | grep -q '^name '; then
-      epmd -kill >/dev/null 2>&1 || true
+      epmd -kill >/dev/null 2>&1 9>&- || true
       log "stopped epmd"
     fi
   fi

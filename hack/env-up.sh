@@ -21,7 +21,7 @@ start_component() {
   local name=$1
   shift
   mkdir -p "$RUN_DIR" "$LOG_DIR"
-  setsid "$BIN_DIR/$name" "$@" </dev/null >>"$LOG_DIR/$name.log" 2>&1 &
+  setsid "$BIN_DIR/$name" "$@" </dev/null >>"$LOG_DIR/$name.log" 2>&1 9>&- &
   echo $! >"$(pid_file "$name")"
   STARTED+=("$name")
 }
@@ -230,8 +230,10 @@ node_ready() {
 
 RABBITMQ_MARKER="# Written by Millrace's hack/env-up.sh"
 
+# as_root CMD...: run CMD as root. The env lock's fd is closed, since RabbitMQ's tools may leave daemons
+# (epmd) behind.
 as_root() {
-  if [[ $(id -u) == 0 ]]; then "$@"; else sudo -n "$@"; fi
+  if [[ $(id -u) == 0 ]]; then "$@" 9>&-; else sudo -n "$@" 9>&-; fi
 }
 
 install_rabbitmq() {
@@ -279,10 +281,38 @@ rabbitmq_up() {
   curl -fsS -o /dev/null -u guest:guest "http://127.0.0.1:$RABBITMQ_MGMT_PORT/api/overview" 2>/dev/null
 }
 
+# amqp_answers: the AMQP listener answers a protocol header with a Connection.Start frame (type 1). A node
+# whose management API answers can still have a stuck AMQP listener, for example after a client flooded it.
+amqp_answers() {
+  local first
+  first=$(timeout 5 bash -c "exec 3<>/dev/tcp/127.0.0.1/$RABBITMQ_AMQP_PORT && printf 'AMQP\\x00\\x00\\x09\\x01' >&3 &&
+    head -c 1 <&3 | od -An -tx1" 2>/dev/null) || return 1
+  [[ ${first// /} == 01 ]]
+}
+
+# stop_rabbitmq_node PID: stop the node env-up started, by rabbitmqctl, or by signal if that fails.
+stop_rabbitmq_node() {
+  local pid=$1 waited=0
+  timeout 60 rabbitmqctl -q stop >/dev/null 2>&1 9>&- || true
+  kill -TERM "$pid" 2>/dev/null || true
+  while kill -0 "$pid" 2>/dev/null && ((waited < 30)); do
+    sleep 1
+    waited=$((waited + 1))
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  rm -f "$(pid_file rabbitmq)"
+}
+
 # rabbitmq_os_pid: the pid of the running node, as its management API reports it.
 rabbitmq_os_pid() {
   curl -fsS -u guest:guest "http://127.0.0.1:$RABBITMQ_MGMT_PORT/api/nodes?columns=os_pid" 2>/dev/null |
     sed -n 's/.*"os_pid":"\([0-9]*\)".*/\1/p'
+}
+
+record_rabbitmq_pid() {
+  local pid
+  pid=$(rabbitmq_os_pid)
+  [[ -n $pid ]] && echo "$pid" >"$(pid_file rabbitmq)"
 }
 
 # ensure_rabbitmq: start the node detached unless one already runs. Only a node started here gets a pid
@@ -290,12 +320,20 @@ rabbitmq_os_pid() {
 ensure_rabbitmq() {
   install_rabbitmq
   local pid
+  if rabbitmq_up && ! amqp_answers; then
+    if pid=$(rabbitmq_pid); then
+      warn "rabbitmq (pid $pid) answers HTTP but not AMQP on :$RABBITMQ_AMQP_PORT; restarting it"
+      stop_rabbitmq_node "$pid"
+    else
+      die "the running RabbitMQ answers HTTP but not AMQP on :$RABBITMQ_AMQP_PORT, and env-up did not start it"
+    fi
+  fi
   if rabbitmq_up; then
     if pid=$(rabbitmq_pid); then
       log "    rabbitmq already running (pid $pid)"
     elif [[ -f $(pid_file rabbitmq) ]]; then
       # env-up started a node here before, and it has been restarted since: it is still ours to stop.
-      rabbitmq_os_pid >"$(pid_file rabbitmq)"
+      wait_until "RabbitMQ's pid" 30 - record_rabbitmq_pid
       log "    rabbitmq was restarted since env-up started it; now pid $(<"$(pid_file rabbitmq)")"
     else
       log "    rabbitmq already running, not started by env-up; using it and leaving it to its owner"
@@ -313,9 +351,10 @@ ensure_rabbitmq() {
   mkdir -p "$RUN_DIR"
   rm -f "$(pid_file rabbitmq)"
   as_root rabbitmq-server -detached >/dev/null 2>&1
-  wait_until "RabbitMQ to start" 120 - as_root rabbitmqctl -q await_startup --timeout 10
+  wait_until "RabbitMQ to start" 300 - as_root rabbitmqctl -q await_startup --timeout 10
   wait_until "RabbitMQ's management API" 60 - rabbitmq_up
-  rabbitmq_os_pid >"$(pid_file rabbitmq)"
+  wait_until "RabbitMQ's AMQP listener" 60 - amqp_answers
+  wait_until "RabbitMQ's pid" 30 - record_rabbitmq_pid
   STARTED+=(rabbitmq)
   log "    started rabbitmq (pid $(<"$(pid_file rabbitmq)"), logs in /var/log/rabbitmq)"
 }

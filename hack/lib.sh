@@ -88,10 +88,11 @@ run_with_heartbeat() {
 }
 
 # hold_env_lock: one env-up or env-down at a time (several `make test` may start together); the lock is
-# released when the script exits.
+# released when the script exits. It is held on fd 9, which every process the scripts start must close
+# (`9>&-`), or the lock would live as long as the daemons.
 hold_env_lock() {
   mkdir -p "$ENV_DIR"
-  exec 9>"$ENV_DIR/.lock"
+  exec 9>"$ENV_DIR/env.lock"
   if ! flock -n 9; then
     log "another env-up or env-down is running; waiting for it"
     flock 9

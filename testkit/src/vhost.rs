@@ -1,5 +1,7 @@
 //! A fresh RabbitMQ virtual host per test.
 
+use std::time::{Duration, Instant};
+
 use lapin::{Connection, ConnectionProperties};
 
 use crate::cleanup::run_detached;
@@ -30,27 +32,30 @@ impl TestVhost {
     pub async fn create(prefix: &str) -> Self {
         env::init_tls();
         let name = env::unique_name(prefix);
-        let http = reqwest::Client::new();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("an HTTP client");
         let vhost_url = format!("{MANAGEMENT_URL}/api/vhosts/{name}");
-        let created = http
-            .put(&vhost_url)
-            .basic_auth(USER, Some(PASSWORD))
-            .json(&serde_json::json!({ "description": "millrace integration test" }))
-            .send()
-            .await
-            .unwrap_or_else(|e| {
-                env::not_up(format_args!(
-                    "RabbitMQ's management API does not answer: {e}"
-                ))
-            });
+        let created = send_patiently(
+            http.put(&vhost_url)
+                .basic_auth(USER, Some(PASSWORD))
+                .json(&serde_json::json!({ "description": "millrace integration test" })),
+        )
+        .await
+        .unwrap_or_else(|e| {
+            env::not_up(format_args!(
+                "RabbitMQ's management API does not answer: {e}"
+            ))
+        });
         check(created, &format!("creating vhost {name}")).await;
-        let permissions = http
-            .put(format!("{MANAGEMENT_URL}/api/permissions/{name}/{USER}"))
-            .basic_auth(USER, Some(PASSWORD))
-            .json(&serde_json::json!({ "configure": ".*", "write": ".*", "read": ".*" }))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("granting {USER} access to vhost {name}: {e}"));
+        let permissions = send_patiently(
+            http.put(format!("{MANAGEMENT_URL}/api/permissions/{name}/{USER}"))
+                .basic_auth(USER, Some(PASSWORD))
+                .json(&serde_json::json!({ "configure": ".*", "write": ".*", "read": ".*" })),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("granting {USER} access to vhost {name}: {e}"));
         check(
             permissions,
             &format!("granting {USER} access to vhost {name}"),
@@ -98,6 +103,26 @@ impl TestVhost {
     /// The user name and password for both the AMQP URI and the management API.
     pub fn credentials(&self) -> (&'static str, &'static str) {
         (USER, PASSWORD)
+    }
+}
+
+/// How long the management API may stay unreachable before the environment counts as down. Other tests
+/// may restart the broker's application (`rabbitmqctl stop_app`), and a busy broker answers slowly.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Sends a request, retrying transport errors (refused connections, timeouts) for up to [`PATIENCE`].
+async fn send_patiently(
+    request: reqwest::RequestBuilder,
+) -> Result<reqwest::Response, reqwest::Error> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let attempt = request.try_clone().expect("a request with a buffered body");
+        match attempt.send().await {
+            Err(e) if Instant::now() < deadline && (e.is_connect() || e.is_timeout()) => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            outcome => return outcome,
+        }
     }
 }
 
