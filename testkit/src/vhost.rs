@@ -63,16 +63,24 @@ impl TestVhost {
         .await;
 
         let uri = format!("{AMQP_BASE}/{name}");
-        let connection = match Connection::connect(&uri, ConnectionProperties::default()).await {
-            Ok(connection) => connection,
-            Err(e) => {
+        // A broker whose AMQP listener is stuck accepts TCP but never answers; do not wait forever.
+        let connect = Connection::connect(&uri, ConnectionProperties::default());
+        let connection = match tokio::time::timeout(PATIENCE, connect).await {
+            Ok(Ok(connection)) => connection,
+            outcome => {
                 // Do not leak the vhost just made.
                 let _ = http
                     .delete(&vhost_url)
                     .basic_auth(USER, Some(PASSWORD))
                     .send()
                     .await;
-                env::not_up(format_args!("cannot open an AMQP connection to {uri}: {e}"))
+                let why = match outcome {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => format!("no AMQP handshake within {}s", PATIENCE.as_secs()),
+                };
+                env::not_up(format_args!(
+                    "cannot open an AMQP connection to {uri}: {why}"
+                ))
             }
         };
         Self { name, connection }
