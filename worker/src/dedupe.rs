@@ -4,7 +4,7 @@
 //! publishes upstream). Across processes the `Idempotency-Key` and `message_id` let the
 //! destination deduplicate.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,38 @@ pub struct DedupeWindow {
 struct Inner {
     seen: HashMap<String, Instant>,
     order: VecDeque<(Instant, String)>,
+    in_flight: HashSet<String>,
+}
+
+/// The answer of [`DedupeWindow::claim`].
+pub enum Claim<'a> {
+    /// The key was delivered within the window: skip it.
+    Delivered,
+    /// Another delivery of the key is under way: wait and ask again.
+    Busy,
+    /// This caller delivers the key; the guard releases the claim when dropped.
+    Mine(ClaimGuard<'a>),
+}
+
+/// An in-flight claim on a key (see [`DedupeWindow::claim`]).
+pub struct ClaimGuard<'a> {
+    window: &'a DedupeWindow,
+    key: String,
+}
+
+impl ClaimGuard<'_> {
+    /// Records the delivery and releases the claim.
+    pub fn delivered(self) {
+        self.window.insert(&self.key);
+    }
+}
+
+impl Drop for ClaimGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut inner) = self.window.inner.lock() {
+            inner.in_flight.remove(&self.key);
+        }
+    }
 }
 
 impl DedupeWindow {
@@ -30,6 +62,26 @@ impl DedupeWindow {
             window,
             inner: Mutex::new(Inner::default()),
         }
+    }
+
+    /// Claims `key` for one delivery, so that concurrent repeats of it wait for the outcome
+    /// instead of being delivered twice.
+    pub fn claim(&self, key: &str) -> Claim<'_> {
+        let now = Instant::now();
+        let Ok(mut inner) = self.inner.lock() else {
+            return Claim::Busy;
+        };
+        self.expire(&mut inner, now);
+        if inner.seen.contains_key(key) {
+            return Claim::Delivered;
+        }
+        if !inner.in_flight.insert(key.to_string()) {
+            return Claim::Busy;
+        }
+        Claim::Mine(ClaimGuard {
+            window: self,
+            key: key.to_string(),
+        })
     }
 
     /// Whether `key` was delivered within the window.
@@ -87,5 +139,21 @@ mod tests {
         assert!(!w.contains("b"));
         std::thread::sleep(Duration::from_millis(60));
         assert!(!w.contains("a"));
+    }
+
+    #[test]
+    fn concurrent_claims_wait_for_the_first() {
+        let w = DedupeWindow::new(Duration::from_secs(60));
+        let Claim::Mine(first) = w.claim("k") else {
+            panic!("first claim")
+        };
+        assert!(matches!(w.claim("k"), Claim::Busy));
+        drop(first);
+        // A failed attempt releases the key for the next one.
+        let Claim::Mine(second) = w.claim("k") else {
+            panic!("second claim")
+        };
+        second.delivered();
+        assert!(matches!(w.claim("k"), Claim::Delivered));
     }
 }

@@ -13,6 +13,7 @@ use lapin::types::FieldTable;
 use millrace_topology::{ROUTING_KEY_DEAD_LETTER, retry_routing_key};
 use tokio_util::sync::CancellationToken;
 
+use crate::dedupe::Claim;
 use crate::flow::{FlowRuntime, RouteSink};
 use crate::headers;
 use crate::metrics::{Metrics, OutcomeLabels, ReasonLabels};
@@ -159,15 +160,27 @@ async fn deliver_route(
     let mut attempt = prior_attempts + 1;
     let mut first_failure = state.first_failure.clone();
     loop {
-        if dedupe.is_some_and(|d| d.contains(key)) {
-            rt.metrics.events_deduplicated.get_or_create(&labels).inc();
-            return Ok(());
+        let mut claim = None;
+        if let Some(d) = dedupe {
+            loop {
+                match d.claim(key) {
+                    Claim::Delivered => {
+                        rt.metrics.events_deduplicated.get_or_create(&labels).inc();
+                        return Ok(());
+                    }
+                    Claim::Busy => tokio::time::sleep(Duration::from_millis(20)).await,
+                    Claim::Mine(guard) => {
+                        claim = Some(guard);
+                        break;
+                    }
+                }
+            }
         }
         let result = send(rt, processed, index, &route.name).await;
         let error = match result {
             Ok(()) => {
-                if let Some(d) = dedupe {
-                    d.insert(key);
+                if let Some(guard) = claim {
+                    guard.delivered();
                 }
                 rt.metrics.events_delivered.get_or_create(&labels).inc();
                 if let Some(time) = processed.envelope.time {
@@ -189,6 +202,7 @@ async fn deliver_route(
             }
             Err(e) => e,
         };
+        drop(claim);
         let first = first_failure
             .get_or_insert_with(crate::retry::now_rfc3339)
             .clone();
