@@ -41,8 +41,8 @@ pub enum PartnerSystem {
     kind = "PartnerConnection",
     namespaced,
     status = "PartnerConnectionStatus",
-    shortname = "pc",
     shortname = "conn",
+    shortname = "pconn",
     category = "millrace",
     printcolumn(name = "System", type_ = "string", json_path = ".spec.system"),
     printcolumn(

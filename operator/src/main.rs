@@ -75,6 +75,8 @@ struct RunArgs {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Both ring (kube) and aws-lc-rs (lapin) are compiled in; rustls needs one chosen.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     match Cli::parse().command {
         Command::Crds { out_dir } => print_crds(out_dir),
         Command::Run(args) => {
