@@ -58,6 +58,43 @@ fn start_operator(client: &Client, ns: &str) -> Operator {
     Operator { metrics, task }
 }
 
+/// A `millrace-worker --configmap` process, killed when dropped.
+struct Worker(std::process::Child);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the worker binary built next to this test (`make test` builds it first).
+fn start_worker(ns: &str, configmap: &str) -> Worker {
+    let dir = std::env::current_exe().expect("test binary path");
+    let bin = dir
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target dir")
+        .join("millrace-worker");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p millrace-worker` (make test does)",
+        bin.display()
+    );
+    let child = std::process::Command::new(&bin)
+        .args([
+            "--configmap",
+            &format!("{ns}/{configmap}"),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("KUBECONFIG", millrace_testkit::kubeconfig_path())
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("worker starts");
+    Worker(child)
+}
+
 async fn apply(client: &Client, ns: &str, doc: Value) {
     let kind = doc["kind"].as_str().unwrap().to_string();
     let name = doc["metadata"]["name"].as_str().unwrap().to_string();
@@ -265,18 +302,10 @@ async fn flow_is_rendered_declared_and_ready_only_once_a_worker_consumes() {
     .await;
     assert!(is(&f, "Ready", "False", None));
 
-    // A consumer on the main queue makes the flow Healthy; with its Deployment available it is Ready.
-    let consumer_ch = conn.create_channel().await.unwrap();
-    let _consumer = consumer_ch
-        .basic_consume(
-            base.as_str().into(),
-            "test-consumer".into(),
-            Default::default(),
-            FieldTable::default(),
-        )
-        .await
-        .expect("consume main queue");
-    wait_flow(
+    // A worker started from the rendered ConfigMap consumes; with its Deployment available, the
+    // flow is Ready.
+    let worker = start_worker(ns.name(), "orders-to-erp-worker");
+    let ready = wait_flow(
         &client,
         ns.name(),
         "orders-to-erp",
@@ -285,6 +314,54 @@ async fn flow_is_rendered_declared_and_ready_only_once_a_worker_consumes() {
         |f| is(f, "Ready", "True", None),
     )
     .await;
+
+    // kubectl shows the truth in its columns.
+    let kubeconfig = millrace_testkit::kubeconfig_path();
+    let out = std::process::Command::new("kubectl")
+        .args([
+            "--kubeconfig",
+            &kubeconfig.to_string_lossy(),
+            "get",
+            "integrationflows",
+            "-n",
+            ns.name(),
+        ])
+        .output()
+        .expect("kubectl runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "NAME", "READY", "REASON", "VERSION", "CONTRACT", "BACKLOG", "DLQ", "AGE"
+        ],
+        "{text}"
+    );
+    let row: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let queue = ready.status.as_ref().unwrap().queue.clone().unwrap();
+    let (backlog, dlq) = (queue.backlog.to_string(), queue.dead_letters.to_string());
+    assert_eq!(
+        row[..7],
+        [
+            "orders-to-erp",
+            "True",
+            "Ready",
+            "1.0.0",
+            "orders@v1",
+            backlog.as_str(),
+            dlq.as_str()
+        ],
+        "{text}"
+    );
 
     // A new transform is a new revision, rolled out by a new config hash.
     let before = wait_flow(
@@ -335,6 +412,7 @@ async fn flow_is_rendered_declared_and_ready_only_once_a_worker_consumes() {
         .clone();
     assert_eq!(Some(hash), status.revision);
     drop(conn);
+    drop(worker);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
