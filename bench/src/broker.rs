@@ -31,7 +31,10 @@ pub struct BenchVhost {
 impl BenchVhost {
     /// Creates vhost `name` and gives the bench user every permission on it.
     pub async fn create(address: BrokerAddress, name: String) -> Result<Self> {
-        let http = reqwest::Client::new();
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .context("building the management API client")?;
         let vhost = Self {
             address,
             http,

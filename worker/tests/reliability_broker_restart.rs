@@ -14,7 +14,11 @@ use reliability_support::{
     Collectors, Fixture, FlowSpec, TestEvent, by_id, connect, publish, wait_for,
 };
 
-const EVENTS: u64 = 4_000;
+/// Events published before the outage; enough that the worker is still busy with them when the
+/// broker stops.
+const BEFORE: u64 = 12_000;
+/// Events published after the broker is back.
+const AFTER: u64 = 2_000;
 const PREFETCH: u16 = 100;
 const ROUTES: &[&str] = &["erp"];
 
@@ -62,7 +66,7 @@ async fn broker_restart_mid_stream_loses_nothing() {
     })
     .await;
     let uri = fixture.vhost.amqp_uri();
-    let events: Vec<TestEvent> = (0..EVENTS)
+    let events: Vec<TestEvent> = (0..BEFORE + AFTER)
         .map(|i| TestEvent {
             id: format!("evt-{i:05}"),
             key: format!("K{:02}", i % 20),
@@ -70,7 +74,7 @@ async fn broker_restart_mid_stream_loses_nothing() {
             poison: false,
         })
         .collect();
-    let (before, after) = events.split_at(events.len() / 2);
+    let (before, after) = events.split_at(BEFORE as usize);
 
     let collectors = Collectors::start(&uri, &fixture.watched_queues());
     let mut worker = fixture.start_worker("worker");
@@ -90,10 +94,16 @@ async fn broker_restart_mid_stream_loses_nothing() {
     let mut guard = RestartOnDrop { armed: true };
     let stopped_at = Instant::now();
     rabbitmqctl(&["stop_app"], Duration::from_secs(60));
-    eprintln!(
-        "broker stopped with {} delivered",
-        collectors.distinct(ROUTES[0])
-    );
+    let delivered_at_stop = collectors.distinct(ROUTES[0]);
+    eprintln!("broker stopped with {delivered_at_stop} of {BEFORE} events delivered");
+    if delivered_at_stop >= before.len() {
+        rabbitmqctl(&["start_app"], Duration::from_secs(120));
+        guard.armed = false;
+        panic!(
+            "the worker had delivered all {BEFORE} events before the broker stopped, so the restart \
+             was not mid-stream; raise BEFORE"
+        );
+    }
     tokio::time::sleep(Duration::from_secs(3)).await;
     worker.assert_running("while the broker was down");
     rabbitmqctl(&["start_app"], Duration::from_secs(120));

@@ -421,9 +421,13 @@ impl Drop for Collectors {
 }
 
 async fn collect(uri: String, queue: String, observed: Observed) {
+    let mut failures = 0u64;
     loop {
         if let Err(e) = collect_once(&uri, &queue, &observed).await {
-            eprintln!("collector of {queue}: {e}; reconnecting");
+            failures += 1;
+            if failures == 1 || failures.is_multiple_of(20) {
+                eprintln!("collector of {queue}: {e}; reconnecting (attempt {failures})");
+            }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
