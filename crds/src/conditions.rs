@@ -72,6 +72,34 @@ pub fn set_condition(
     }
 }
 
+/// A status that carries a list of conditions.
+pub trait HasConditions {
+    /// The conditions.
+    fn conditions(&self) -> &[Condition];
+    /// The conditions, to change them.
+    fn conditions_mut(&mut self) -> &mut Vec<Condition>;
+}
+
+/// Implements [`HasConditions`] for status types with a `conditions` field.
+macro_rules! has_conditions {
+    ($($t:ty),*) => {$(
+        impl HasConditions for $t {
+            fn conditions(&self) -> &[Condition] {
+                &self.conditions
+            }
+            fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+                &mut self.conditions
+            }
+        }
+    )*};
+}
+
+has_conditions!(
+    crate::contract::EventContractStatus,
+    crate::connection::PartnerConnectionStatus,
+    crate::flow::IntegrationFlowStatus
+);
+
 /// Finds condition `type_`.
 pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
     conditions.iter().find(|c| c.type_ == type_)

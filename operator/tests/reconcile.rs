@@ -168,7 +168,38 @@ async fn setup(client: &Client, ns: &str, broker: &TestVhost) {
     apply(client, ns, bus("erp-bus")).await;
 }
 
-/// Polls the flow until `pred` holds; panics with the last status after `timeout`.
+/// Polls object `name` until `pred` holds; panics with its last status after `timeout`.
+async fn wait_for<K>(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    timeout: Duration,
+    what: &str,
+    pred: impl Fn(&K) -> bool,
+) -> K
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let start = Instant::now();
+    loop {
+        let obj = api
+            .get(name)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        if pred(&obj) {
+            return obj;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what} on {name}; last seen: {obj:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 async fn wait_flow(
     client: &Client,
     ns: &str,
@@ -177,21 +208,15 @@ async fn wait_flow(
     what: &str,
     pred: impl Fn(&IntegrationFlow) -> bool,
 ) -> IntegrationFlow {
-    let api: Api<IntegrationFlow> = Api::namespaced(client.clone(), ns);
-    let start = Instant::now();
-    loop {
-        let flow = api.get(name).await.expect("flow exists");
-        if pred(&flow) {
-            return flow;
-        }
-        if start.elapsed() > timeout {
-            panic!(
-                "timed out after {timeout:?} waiting for {what}; status: {}",
-                serde_json::to_string_pretty(&flow.status).unwrap()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    wait_for(client, ns, name, timeout, what, pred).await
+}
+
+/// The message of condition `type_` of a flow.
+fn message(flow: IntegrationFlow, type_: &str) -> String {
+    flow.status
+        .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == type_))
+        .map(|c| c.message)
+        .unwrap_or_default()
 }
 
 fn condition(flow: &IntegrationFlow, type_: &str) -> Option<(String, String)> {
@@ -437,14 +462,7 @@ async fn missing_contract_then_created_resolves_without_restart() {
         |f| is(f, "ContractsResolved", "False", Some("ContractNotFound")),
     )
     .await;
-    let msg = f
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "ContractsResolved")
-        .unwrap()
-        .message;
+    let msg = message(f, "ContractsResolved");
     assert!(msg.contains("late-contract"), "{msg}");
     apply(&client, ns.name(), contract("late-contract")).await;
     wait_flow(
@@ -495,42 +513,27 @@ async fn bad_jq_and_bad_references_give_conditions_events_and_no_hot_loop() {
         |f| is(f, "Accepted", "False", Some("InvalidJq")),
     )
     .await;
-    let msg = f
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Accepted")
-        .unwrap()
-        .message;
+    let msg = message(f, "Accepted");
     assert!(
         msg.starts_with("spec.transform.jq"),
         "the message names the field: {msg}"
     );
 
-    let conns: Api<PartnerConnection> = Api::namespaced(client.clone(), ns.name());
-    let start = Instant::now();
-    loop {
-        let c = conns.get("nowhere").await.unwrap();
-        let reachable = c.status.as_ref().and_then(|s| {
-            s.conditions
-                .iter()
-                .find(|c| c.type_ == "Reachable")
-                .cloned()
-        });
-        if reachable
-            .as_ref()
-            .is_some_and(|c| c.status == "False" && c.reason == "Unreachable")
-        {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "connection never reported Unreachable: {:?}",
-            c.status
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    wait_for::<PartnerConnection>(
+        &client,
+        ns.name(),
+        "nowhere",
+        Duration::from_secs(30),
+        "Reachable=False",
+        |c| {
+            c.status.as_ref().is_some_and(|s| {
+                s.conditions.iter().any(|c| {
+                    c.type_ == "Reachable" && c.status == "False" && c.reason == "Unreachable"
+                })
+            })
+        },
+    )
+    .await;
 
     // An incompatible new contract version is rejected in status; the contract keeps serving v1.
     let mut v2 = contract("orders");
@@ -538,24 +541,28 @@ async fn bad_jq_and_bad_references_give_conditions_events_and_no_hot_loop() {
         "schema": {"type": "object", "additionalProperties": false, "required": ["id", "qty", "plant"],
                    "properties": {"id": {"type": "string"}, "qty": {"type": "number"}, "plant": {"type": "string"}}}}));
     apply(&client, ns.name(), v2).await;
-    let contracts: Api<EventContract> = Api::namespaced(client.clone(), ns.name());
-    let start = Instant::now();
-    loop {
-        let c = contracts.get("orders").await.unwrap();
-        let s = c.status.clone().unwrap_or_default();
-        if s.conditions.iter().any(|c| {
-            c.type_ == "Compatible" && c.status == "False" && c.reason == "IncompatibleVersion"
-        }) {
-            assert_eq!(s.latest_accepted_version, Some(1));
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "v2 was never rejected: {:?}",
-            c.status
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    let c = wait_for::<EventContract>(
+        &client,
+        ns.name(),
+        "orders",
+        Duration::from_secs(30),
+        "v2 rejected",
+        |c| {
+            c.status.as_ref().is_some_and(|s| {
+                s.conditions.iter().any(|c| {
+                    c.type_ == "Compatible"
+                        && c.status == "False"
+                        && c.reason == "IncompatibleVersion"
+                })
+            })
+        },
+    )
+    .await;
+    assert_eq!(
+        c.status.unwrap().latest_accepted_version,
+        Some(1),
+        "the contract keeps serving v1"
+    );
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     for (object, reason) in [

@@ -8,7 +8,7 @@ use kube::{Api, ResourceExt};
 use millrace_crds::conditions::{ConditionStatus, set_condition};
 use millrace_crds::connection::{PartnerConnection, ProbeResult};
 
-use super::{is_paused, now, patch_status, publish_transitions};
+use super::{apply_pause, measured, now, write_status};
 use crate::context::{Context, ProbeMemo};
 use crate::error::{Error, Result};
 use crate::secrets;
@@ -25,17 +25,7 @@ pub mod condition {
 
 /// Reconciles one PartnerConnection.
 pub async fn reconcile(conn: Arc<PartnerConnection>, ctx: Arc<Context>) -> Result<Action> {
-    let started = Instant::now();
-    let labels = crate::metrics::KindLabels {
-        kind: "PartnerConnection".into(),
-    };
-    ctx.metrics.reconciles.get_or_create(&labels).inc();
-    let result = apply(&conn, &ctx).await;
-    ctx.metrics
-        .duration
-        .get_or_create(&labels)
-        .observe(started.elapsed().as_secs_f64());
-    result
+    measured(&ctx, "PartnerConnection", apply(&conn, &ctx)).await
 }
 
 async fn probe_http(url: &str, method: &str, timeout: Duration) -> Result<u64, String> {
@@ -67,24 +57,10 @@ async fn apply(conn: &PartnerConnection, ctx: &Context) -> Result<Action> {
     let mut status = old.clone();
     let generation = conn.metadata.generation;
     let t = now();
-    if is_paused(&conn.metadata) {
-        set_condition(
-            &mut status.conditions,
-            "ReconciliationPaused",
-            ConditionStatus::True,
-            "Paused",
-            "the millrace.dev/paused annotation is set",
-            generation,
-            t,
-        );
-        if status != old {
-            patch_status(ctx, &api, &name, &status).await?;
-        }
+    if apply_pause(&conn.metadata, &mut status) {
+        write_status(ctx, &api, conn, &old, &status).await?;
         return Ok(Action::await_change());
     }
-    status
-        .conditions
-        .retain(|c| c.type_ != "ReconciliationPaused");
 
     let interval = conn
         .spec
@@ -233,9 +209,6 @@ async fn apply(conn: &PartnerConnection, ctx: &Context) -> Result<Action> {
     used_by.sort();
     status.used_by = used_by;
 
-    if status != old {
-        patch_status(ctx, &api, &name, &status).await?;
-        publish_transitions(ctx, conn, &old.conditions, &status.conditions).await;
-    }
+    write_status(ctx, &api, conn, &old, &status).await?;
     Ok(Action::requeue(interval))
 }

@@ -2,7 +2,6 @@
 //! the versions before it, and report a verdict per version.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
@@ -13,7 +12,7 @@ use millrace_crds::contract::{
     SchemaChange,
 };
 
-use super::{is_paused, now, patch_status, publish_transitions};
+use super::{apply_pause, measured, now, write_status};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::render::digest;
@@ -135,17 +134,7 @@ pub fn evaluate(spec: &EventContractSpec) -> Vec<ContractVersionStatus> {
 
 /// Reconciles one EventContract.
 pub async fn reconcile(contract: Arc<EventContract>, ctx: Arc<Context>) -> Result<Action> {
-    let started = Instant::now();
-    let labels = crate::metrics::KindLabels {
-        kind: "EventContract".into(),
-    };
-    ctx.metrics.reconciles.get_or_create(&labels).inc();
-    let result = apply(&contract, &ctx).await;
-    ctx.metrics
-        .duration
-        .get_or_create(&labels)
-        .observe(started.elapsed().as_secs_f64());
-    result
+    measured(&ctx, "EventContract", apply(&contract, &ctx)).await
 }
 
 async fn apply(contract: &EventContract, ctx: &Context) -> Result<Action> {
@@ -158,24 +147,10 @@ async fn apply(contract: &EventContract, ctx: &Context) -> Result<Action> {
     let mut status = old.clone();
     let generation = contract.metadata.generation;
     let t = now();
-    if is_paused(&contract.metadata) {
-        set_condition(
-            &mut status.conditions,
-            "ReconciliationPaused",
-            ConditionStatus::True,
-            "Paused",
-            "the millrace.dev/paused annotation is set",
-            generation,
-            t,
-        );
-        if status != old {
-            patch_status(ctx, &api, &name, &status).await?;
-        }
+    if apply_pause(&contract.metadata, &mut status) {
+        write_status(ctx, &api, contract, &old, &status).await?;
         return Ok(Action::await_change());
     }
-    status
-        .conditions
-        .retain(|c| c.type_ != "ReconciliationPaused");
 
     let verdicts = evaluate(&contract.spec);
     let compile_problem = verdicts
@@ -279,10 +254,7 @@ async fn apply(contract: &EventContract, ctx: &Context) -> Result<Action> {
     used_by.sort();
     status.used_by = used_by;
 
-    if status != old {
-        patch_status(ctx, &api, &name, &status).await?;
-        publish_transitions(ctx, contract, &old.conditions, &status.conditions).await;
-    }
+    write_status(ctx, &api, contract, &old, &status).await?;
     Ok(Action::await_change())
 }
 

@@ -22,7 +22,7 @@ use millrace_crds::flow::{
 use millrace_crds::naming::{FlowNames, worker_object_name};
 use millrace_crds::worker_config::FlowConfig;
 
-use super::{apply_if_changed, is_paused, now, patch_status, publish_transitions};
+use super::{apply_if_changed, apply_pause, measured, now, write_status};
 use crate::context::{Context, FlowQueues};
 use crate::error::{Error, Result};
 use crate::render::{FlowInputs, ResolvedContract, render};
@@ -87,18 +87,17 @@ pub fn check_jq(spec: &IntegrationFlowSpec) -> Result<(), (String, String)> {
 
 /// Reconciles one IntegrationFlow.
 pub async fn reconcile(flow: Arc<IntegrationFlow>, ctx: Arc<Context>) -> Result<Action> {
-    let started = Instant::now();
-    let labels = crate::metrics::KindLabels {
-        kind: "IntegrationFlow".into(),
-    };
-    ctx.metrics.reconciles.get_or_create(&labels).inc();
-    let ns = flow
-        .namespace()
-        .ok_or(Error::MissingMetadata("namespace"))?;
-    let api: Api<IntegrationFlow> = Api::namespaced(ctx.client.clone(), &ns);
-    let result = if is_paused(&flow.metadata) {
-        pause(&flow, &ctx, &api).await
-    } else {
+    measured(&ctx, "IntegrationFlow", async {
+        let ns = flow
+            .namespace()
+            .ok_or(Error::MissingMetadata("namespace"))?;
+        let api: Api<IntegrationFlow> = Api::namespaced(ctx.client.clone(), &ns);
+        let old = flow.status.clone().unwrap_or_default();
+        let mut status = old.clone();
+        if apply_pause(&flow.metadata, &mut status) {
+            write_status(&ctx, &api, flow.as_ref(), &old, &status).await?;
+            return Ok(Action::await_change());
+        }
         finalizer(&api, FINALIZER, flow, |event| async {
             match event {
                 Finalizer::Apply(flow) => apply(&flow, &ctx, &api).await,
@@ -107,35 +106,8 @@ pub async fn reconcile(flow: Arc<IntegrationFlow>, ctx: Arc<Context>) -> Result<
         })
         .await
         .map_err(|e| Error::Finalizer(Box::new(e)))
-    };
-    ctx.metrics
-        .duration
-        .get_or_create(&labels)
-        .observe(started.elapsed().as_secs_f64());
-    result
-}
-
-async fn pause(
-    flow: &IntegrationFlow,
-    ctx: &Context,
-    api: &Api<IntegrationFlow>,
-) -> Result<Action> {
-    let old = flow.status.clone().unwrap_or_default();
-    let mut status = old.clone();
-    set_condition(
-        &mut status.conditions,
-        condition::PAUSED,
-        ConditionStatus::True,
-        "Paused",
-        "the millrace.dev/paused annotation is set; nothing is reconciled until it is removed",
-        flow.metadata.generation,
-        now(),
-    );
-    if status != old {
-        patch_status(ctx, api, &flow.name_any(), &status).await?;
-        publish_transitions(ctx, flow, &old.conditions, &status.conditions).await;
-    }
-    Ok(Action::await_change())
+    })
+    .await
 }
 
 /// What dereferencing found, or why it stopped.
@@ -252,7 +224,9 @@ async fn apply(
     let generation = flow.metadata.generation;
     let old = flow.status.clone().unwrap_or_default();
     let mut status = old.clone();
-    status.conditions.retain(|c| c.type_ != condition::PAUSED);
+    status
+        .conditions
+        .retain(|c| c.type_ != super::PAUSED_CONDITION);
     let flow_ref = ObjectRef::from_obj(flow);
 
     // 1. Validate what needs no other object.
@@ -547,10 +521,7 @@ async fn apply(
             flow: name.clone(),
         })
         .set(i64::from(ready));
-    if status != old {
-        patch_status(ctx, api, &name, &status).await?;
-        publish_transitions(ctx, flow, &old.conditions, &status.conditions).await;
-    }
+    write_status(ctx, api, flow, &old, &status).await?;
     Ok(Action::requeue(ctx.settings.drift_interval))
 }
 

@@ -6,11 +6,14 @@ pub mod contract;
 pub mod flow;
 
 use std::fmt::Debug;
+use std::future::Future;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
+use millrace_crds::conditions::{ConditionStatus, HasConditions, set_condition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -128,6 +131,67 @@ pub async fn publish_transitions<K>(
             format!("{} is {}: {}", c.type_, c.status, c.message),
         )
         .await;
+    }
+}
+
+/// Counts and times one reconcile pass of `kind`.
+pub async fn measured(
+    ctx: &Context,
+    kind: &str,
+    pass: impl Future<Output = Result<Action>>,
+) -> Result<Action> {
+    let started = std::time::Instant::now();
+    let labels = crate::metrics::KindLabels { kind: kind.into() };
+    ctx.metrics.reconciles.get_or_create(&labels).inc();
+    let result = pass.await;
+    ctx.metrics
+        .duration
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    result
+}
+
+/// Writes `new` when it differs from `old`, and publishes an Event per changed condition.
+pub async fn write_status<K, S>(
+    ctx: &Context,
+    api: &Api<K>,
+    obj: &K,
+    old: &S,
+    new: &S,
+) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned,
+    S: HasConditions + PartialEq + Serialize,
+{
+    if new != old {
+        patch_status(ctx, api, &obj.name_any(), new).await?;
+        publish_transitions(ctx, obj, old.conditions(), new.conditions()).await;
+    }
+    Ok(())
+}
+
+/// Condition shown while the pause annotation is set.
+pub const PAUSED_CONDITION: &str = "ReconciliationPaused";
+
+/// Applies the pause annotation to `status`: while it is set, shows `ReconciliationPaused` and
+/// returns true (the caller writes status and stops); once removed, drops the condition.
+pub fn apply_pause<S: HasConditions>(meta: &ObjectMeta, status: &mut S) -> bool {
+    if is_paused(meta) {
+        set_condition(
+            status.conditions_mut(),
+            PAUSED_CONDITION,
+            ConditionStatus::True,
+            "Paused",
+            "the millrace.dev/paused annotation is set; nothing is reconciled until it is removed",
+            meta.generation,
+            now(),
+        );
+        true
+    } else {
+        status
+            .conditions_mut()
+            .retain(|c| c.type_ != PAUSED_CONDITION);
+        false
     }
 }
 
