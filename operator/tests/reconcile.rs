@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Secret, Service};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
@@ -483,6 +483,74 @@ async fn missing_contract_then_created_resolves_without_restart() {
         |f| is(f, "TopologyReady", "True", None),
     )
     .await;
+
+    // A queue deleted by hand is declared again within one drift interval (5 s here).
+    let conn = Connection::connect(&broker.amqp_uri(), ConnectionProperties::default())
+        .await
+        .expect("broker");
+    let queue = format!("millrace.{}.late.dlq", ns.name());
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_delete(queue.as_str().into(), Default::default())
+        .await
+        .expect("delete the DLQ by hand");
+    let start = Instant::now();
+    loop {
+        let ch = conn.create_channel().await.unwrap();
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        if ch
+            .queue_declare(queue.as_str().into(), passive, FieldTable::default())
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{queue} was not declared again within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // The pause annotation stops reconciliation and says so; removing it resumes.
+    let flows: Api<IntegrationFlow> = Api::namespaced(client.clone(), ns.name());
+    let annotate = |value: serde_json::Value| json!({"metadata": {"annotations": {"millrace.dev/paused": value}}});
+    flows
+        .patch(
+            "late",
+            &PatchParams::default(),
+            &Patch::Merge(annotate(json!("true"))),
+        )
+        .await
+        .unwrap();
+    wait_flow(
+        &client,
+        ns.name(),
+        "late",
+        Duration::from_secs(20),
+        "ReconciliationPaused",
+        |f| is(f, "ReconciliationPaused", "True", None),
+    )
+    .await;
+    flows
+        .patch(
+            "late",
+            &PatchParams::default(),
+            &Patch::Merge(annotate(serde_json::Value::Null)),
+        )
+        .await
+        .unwrap();
+    wait_flow(
+        &client,
+        ns.name(),
+        "late",
+        Duration::from_secs(20),
+        "no ReconciliationPaused",
+        |f| condition(f, "ReconciliationPaused").is_none(),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -666,5 +734,4 @@ async fn deletion_honours_the_deletion_policy() {
         )
         .await;
     assert!(gone.is_err(), "Delete removes the queue");
-    let _ = PostParams::default();
 }
