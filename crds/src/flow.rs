@@ -60,7 +60,7 @@ use crate::common::{Duration, LocalObjectRef, RetryPolicy, SecretKeyRef, SemVer}
 )]
 #[x_kube(
     validation = Rule::new("has(self.source.amqp) || has(self.broker)").message("spec.broker is required when the source is http: name the AMQP connection that holds the flow's queues"),
-    validation = Rule::new("!has(self.delivery) || !has(self.delivery.ordering) || !has(self.source.http) || has(self.broker)").message("an ordered flow needs a broker")
+    validation = Rule::new("!has(self.source.amqp) || self.routes.all(r, !has(r.destination.amqp) || r.destination.connection != self.source.amqp.connection || r.destination.amqp.exchange != self.source.amqp.exchange || !(r.destination.amqp.routingKey in self.source.amqp.routingKeys))").message("a route publishes to the source exchange with a routing key the source binds: the flow would consume its own output; use another exchange or routing key")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct IntegrationFlowSpec {
@@ -127,7 +127,7 @@ pub struct AmqpSource {
     #[schemars(length(min = 1, max = 255))]
     pub exchange: String,
     /// Binding keys, for example `production.completed.#`.
-    #[schemars(length(min = 1, max = 32))]
+    #[schemars(length(min = 1, max = 32), inner(length(min = 1, max = 255)))]
     pub routing_keys: Vec<String>,
 }
 

@@ -90,8 +90,8 @@ pub fn sum_for_flow(samples: &[Sample], name: &str, flow: &str) -> f64 {
     samples
         .iter()
         .filter(|s| s.name == name && is_flow(s, flow))
-        .map(|s| s.value)
-        .sum()
+        // Not `sum()`: an empty float sum is -0.0, which prints as "-0".
+        .fold(0.0, |total, s| total + s.value)
 }
 
 /// Cumulative histogram buckets (`le` → count) of `<name>_bucket` for one flow, summed over
