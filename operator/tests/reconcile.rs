@@ -162,6 +162,30 @@ fn flow(name: &str, contract: &str, jq: &str, policy: &str) -> Value {
     })
 }
 
+/// A fresh namespace and vhost, a broker Secret and two AMQP connections, and an operator.
+struct Fixture {
+    ns: TestNamespace,
+    broker: TestVhost,
+    client: Client,
+    op: Operator,
+}
+
+impl Fixture {
+    async fn new(prefix: &str) -> Self {
+        let ns = TestNamespace::create(prefix).await;
+        let broker = TestVhost::create(prefix).await;
+        let client = ns.client();
+        let op = start_operator(&client, ns.name());
+        setup(&client, ns.name(), &broker).await;
+        Self {
+            ns,
+            broker,
+            client,
+            op,
+        }
+    }
+}
+
 async fn setup(client: &Client, ns: &str, broker: &TestVhost) {
     apply(client, ns, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "broker"}, "stringData": {"uri": broker.amqp_uri()}})).await;
     apply(client, ns, bus("mes")).await;
@@ -254,11 +278,12 @@ fn reconciles(metrics: &Metrics) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flow_is_rendered_declared_and_ready_only_once_a_worker_consumes() {
-    let ns = TestNamespace::create("op-lifecycle").await;
-    let broker = TestVhost::create("op-lifecycle").await;
-    let client = ns.client();
-    let _op = start_operator(&client, ns.name());
-    setup(&client, ns.name(), &broker).await;
+    let Fixture {
+        ns,
+        broker,
+        client,
+        op: _op,
+    } = Fixture::new("op-lifecycle").await;
     apply(&client, ns.name(), contract("orders")).await;
     apply(
         &client,
@@ -442,11 +467,12 @@ async fn flow_is_rendered_declared_and_ready_only_once_a_worker_consumes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_contract_then_created_resolves_without_restart() {
-    let ns = TestNamespace::create("op-missing").await;
-    let broker = TestVhost::create("op-missing").await;
-    let client = ns.client();
-    let _op = start_operator(&client, ns.name());
-    setup(&client, ns.name(), &broker).await;
+    let Fixture {
+        ns,
+        broker,
+        client,
+        op: _op,
+    } = Fixture::new("op-missing").await;
     apply(
         &client,
         ns.name(),
@@ -555,11 +581,13 @@ async fn missing_contract_then_created_resolves_without_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_jq_and_bad_references_give_conditions_events_and_no_hot_loop() {
-    let ns = TestNamespace::create("op-invalid").await;
-    let broker = TestVhost::create("op-invalid").await;
-    let client = ns.client();
-    let op = start_operator(&client, ns.name());
-    setup(&client, ns.name(), &broker).await;
+    // The vhost must outlive the test, so it is bound, not dropped.
+    let Fixture {
+        ns,
+        broker: _broker,
+        client,
+        op,
+    } = Fixture::new("op-invalid").await;
     apply(&client, ns.name(), contract("orders")).await;
     apply(
         &client,
@@ -657,11 +685,12 @@ async fn bad_jq_and_bad_references_give_conditions_events_and_no_hot_loop() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deletion_honours_the_deletion_policy() {
-    let ns = TestNamespace::create("op-delete").await;
-    let broker = TestVhost::create("op-delete").await;
-    let client = ns.client();
-    let _op = start_operator(&client, ns.name());
-    setup(&client, ns.name(), &broker).await;
+    let Fixture {
+        ns,
+        broker,
+        client,
+        op: _op,
+    } = Fixture::new("op-delete").await;
     apply(&client, ns.name(), contract("orders")).await;
     apply(&client, ns.name(), flow("kept", "orders", ".", "Retain")).await;
     apply(&client, ns.name(), flow("removed", "orders", ".", "Delete")).await;
