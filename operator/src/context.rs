@@ -113,3 +113,22 @@ pub struct Context {
     /// Probe outcomes by connection (namespace/name).
     pub probes: Mutex<HashMap<(String, String), ProbeMemo>>,
 }
+
+impl Context {
+    /// Samples a flow's queues now, records the sample, and returns it with the dead-letter
+    /// growth per minute.
+    pub async fn sample(
+        &self,
+        flow: &ObjectRef<IntegrationFlow>,
+        queues: &FlowQueues,
+    ) -> crate::error::Result<(QueueCounts, f64)> {
+        let counts = self
+            .brokers
+            .counts(&queues.uri, &queues.main, &queues.dlq)
+            .await?;
+        let mut samples = self.samples.lock().await;
+        let entry = samples.entry(flow.clone()).or_default();
+        entry.record(counts, Instant::now());
+        Ok((counts, entry.dead_letter_growth_per_minute()))
+    }
+}

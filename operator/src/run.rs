@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::channel::mpsc;
 use futures::{SinkExt, StreamExt};
@@ -157,13 +157,7 @@ pub async fn run_controllers(
     let c = ctx.clone();
     let by_contract = move |ec: EventContract| {
         let name = ec.name_any();
-        flow::flows_using(&c, ec.namespace(), |s| {
-            s.contract.name == name
-                || s.transform
-                    .as_ref()
-                    .and_then(|t| t.output_contract.as_ref())
-                    .is_some_and(|o| o.name == name)
-        })
+        flow::flows_using(&c, ec.namespace(), |s| flow::uses_contract(s, &name))
     };
     let c = ctx.clone();
     let by_connection = move |pc: PartnerConnection| {
@@ -291,15 +285,9 @@ async fn sample_queues(ctx: Arc<Context>, mut trigger: mpsc::Sender<ObjectRef<In
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         for (flow_ref, q) in queues {
-            let Ok(counts) = ctx.brokers.counts(&q.uri, &q.main, &q.dlq).await else {
+            let Ok((counts, _)) = ctx.sample(&flow_ref, &q).await else {
                 continue;
             };
-            ctx.samples
-                .lock()
-                .await
-                .entry(flow_ref.clone())
-                .or_default()
-                .record(counts, Instant::now());
             let shown = ctx
                 .flows
                 .get(&flow_ref)

@@ -6,34 +6,19 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use kube::api::{ListParams, Patch, PatchParams};
-use kube::{Api, Client};
-use millrace_crds::{EventContract, IntegrationFlow, PartnerConnection};
+use kube::Api;
+use kube::api::ListParams;
+use millrace_crds::IntegrationFlow;
 use millrace_operator::context::Settings;
 use millrace_operator::metrics::Metrics;
 use millrace_operator::render::RenderSettings;
+mod support;
+use support::apply;
+
 use millrace_testkit::{TestNamespace, TestVhost};
 use serde_json::json;
 
 const FLOWS: usize = 200;
-
-async fn apply<K>(client: &Client, ns: &str, doc: serde_json::Value)
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned,
-{
-    let name = doc["metadata"]["name"].as_str().unwrap().to_string();
-    Api::<K>::namespaced(client.clone(), ns)
-        .patch(
-            &name,
-            &PatchParams::apply("millrace-tests").force(),
-            &Patch::Apply(&doc),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("applying {name}: {e}"));
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_steady_flows_cause_no_api_writes() {
@@ -65,13 +50,13 @@ async fn two_hundred_steady_flows_cause_no_api_writes() {
         })
     };
 
-    apply::<k8s_openapi::api::core::v1::Secret>(&client, n, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "broker"}, "stringData": {"uri": broker.amqp_uri()}})).await;
-    apply::<PartnerConnection>(&client, n, json!({"apiVersion": "millrace.dev/v1alpha1", "kind": "PartnerConnection", "metadata": {"name": "bus"},
+    apply(&client, n, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "broker"}, "stringData": {"uri": broker.amqp_uri()}})).await;
+    apply(&client, n, json!({"apiVersion": "millrace.dev/v1alpha1", "kind": "PartnerConnection", "metadata": {"name": "bus"},
         "spec": {"system": "MES", "amqp": {"uriSecretRef": {"name": "broker", "key": "uri"}}, "probe": {"interval": "10s"}}})).await;
-    apply::<EventContract>(&client, n, json!({"apiVersion": "millrace.dev/v1alpha1", "kind": "EventContract", "metadata": {"name": "orders"},
+    apply(&client, n, json!({"apiVersion": "millrace.dev/v1alpha1", "kind": "EventContract", "metadata": {"name": "orders"},
         "spec": {"type": "com.acme.test.order.v1", "versions": [{"version": 1, "schema": {"type": "object"}}]}})).await;
     for i in 0..FLOWS {
-        apply::<IntegrationFlow>(&client, n, json!({"apiVersion": "millrace.dev/v1alpha1", "kind": "IntegrationFlow", "metadata": {"name": format!("flow-{i:03}")},
+        apply(&client, n, json!({"apiVersion": "millrace.dev/v1alpha1", "kind": "IntegrationFlow", "metadata": {"name": format!("flow-{i:03}")},
             "spec": {"version": "1.0.0",
                      "source": {"amqp": {"connection": "bus", "exchange": "mes.events", "routingKeys": [format!("order.{i}")]}},
                      "contract": {"name": "orders"},

@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Service};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
@@ -16,6 +16,9 @@ use millrace_crds::{EventContract, IntegrationFlow, PartnerConnection};
 use millrace_operator::context::Settings;
 use millrace_operator::metrics::Metrics;
 use millrace_operator::render::RenderSettings;
+mod support;
+use support::apply;
+
 use millrace_testkit::{TestNamespace, TestVhost};
 use serde_json::{Value, json};
 
@@ -93,36 +96,6 @@ fn start_worker(ns: &str, configmap: &str) -> Worker {
         .spawn()
         .expect("worker starts");
     Worker(child)
-}
-
-async fn apply(client: &Client, ns: &str, doc: Value) {
-    let kind = doc["kind"].as_str().unwrap().to_string();
-    let name = doc["metadata"]["name"].as_str().unwrap().to_string();
-    let pp = PatchParams::apply("millrace-tests").force();
-    let result = match kind.as_str() {
-        "EventContract" => Api::<EventContract>::namespaced(client.clone(), ns)
-            .patch(&name, &pp, &Patch::Apply(&doc))
-            .await
-            .map(|_| ()),
-        "PartnerConnection" => Api::<PartnerConnection>::namespaced(client.clone(), ns)
-            .patch(&name, &pp, &Patch::Apply(&doc))
-            .await
-            .map(|_| ()),
-        "IntegrationFlow" => Api::<IntegrationFlow>::namespaced(client.clone(), ns)
-            .patch(&name, &pp, &Patch::Apply(&doc))
-            .await
-            .map(|_| ()),
-        "Secret" => Api::<Secret>::namespaced(client.clone(), ns)
-            .patch(&name, &pp, &Patch::Apply(&doc))
-            .await
-            .map(|_| ()),
-        "ConfigMap" => Api::<ConfigMap>::namespaced(client.clone(), ns)
-            .patch(&name, &pp, &Patch::Apply(&doc))
-            .await
-            .map(|_| ()),
-        other => panic!("unexpected kind {other}"),
-    };
-    result.unwrap_or_else(|e| panic!("applying {kind}/{name}: {e}"));
 }
 
 fn contract(name: &str) -> Value {

@@ -241,14 +241,7 @@ async fn apply(contract: &EventContract, ctx: &Context) -> Result<Action> {
         .state()
         .iter()
         .filter(|f| f.namespace().as_deref() == Some(ns.as_str()))
-        .filter(|f| {
-            f.spec.contract.name == name
-                || f.spec
-                    .transform
-                    .as_ref()
-                    .and_then(|t| t.output_contract.as_ref())
-                    .is_some_and(|c| c.name == name)
-        })
+        .filter(|f| super::flow::uses_contract(&f.spec, &name))
         .map(|f| f.name_any())
         .collect();
     used_by.sort();

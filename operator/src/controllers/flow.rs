@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
@@ -44,6 +43,16 @@ pub fn connection_names(spec: &IntegrationFlowSpec) -> Vec<String> {
     names.sort();
     names.dedup();
     names
+}
+
+/// True when the flow uses contract `name` for input or output.
+pub fn uses_contract(spec: &IntegrationFlowSpec, name: &str) -> bool {
+    spec.contract.name == name
+        || spec
+            .transform
+            .as_ref()
+            .and_then(|t| t.output_contract.as_ref())
+            .is_some_and(|c| c.name == name)
 }
 
 /// Every ConfigMap name a flow's lookups refer to.
@@ -608,20 +617,10 @@ async fn health(
     };
     let (counts, growth) = match fresh {
         Some(found) => found,
-        None => {
-            let counts = match ctx
-                .brokers
-                .counts(&queues.uri, &queues.main, &queues.dlq)
-                .await
-            {
-                Ok(c) => c,
-                Err(e) => return (Verdict::fail("QueueUnavailable", e.to_string()), None),
-            };
-            let mut samples = ctx.samples.lock().await;
-            let entry = samples.entry(flow_ref.clone()).or_default();
-            entry.record(counts, Instant::now());
-            (counts, entry.dead_letter_growth_per_minute())
-        }
+        None => match ctx.sample(flow_ref, &queues).await {
+            Ok(found) => found,
+            Err(e) => return (Verdict::fail("QueueUnavailable", e.to_string()), None),
+        },
     };
     let labels = crate::metrics::FlowLabels {
         namespace: flow_ref.namespace.clone().unwrap_or_default(),
