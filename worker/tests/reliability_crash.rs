@@ -85,8 +85,15 @@ async fn kill_9_mid_stream_loses_nothing() {
         "killed worker-1 (kill -9) after {kill_at} events; seen: {}",
         collectors.describe()
     );
-    // Let what the dead worker had already published land before counting it as "before the kill".
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Everything the dead worker published counts as "before the restart": wait until the
+    // collectors have drained the route queues (nothing else publishes to them meanwhile).
+    assert!(
+        collectors
+            .settle(&uri, ROUTES, Duration::from_secs(60))
+            .await,
+        "the collectors did not drain the route queues within 60s after the kill; seen: {}",
+        collectors.describe()
+    );
     let seen_before_restart: Vec<usize> = ROUTES
         .iter()
         .map(|r| collectors.snapshot()[*r].len())
@@ -202,9 +209,11 @@ async fn kill_9_mid_stream_loses_nothing() {
     eprintln!("{}", report.join("\n"));
     assert!(
         failures.is_empty(),
-        "{}\n{}\nlog of worker-2:\n{}",
+        "{}\n{}\nwarnings of worker-1:\n{}\nwarnings of worker-2:\n{}\nlog of worker-2:\n{}",
         failures.join("\n"),
         report.join("\n"),
-        second.log_tail(40)
+        first.log_warnings(20),
+        second.log_warnings(20),
+        second.log_tail(20)
     );
 }

@@ -392,6 +392,51 @@ impl Collectors {
         self.observed.lock().expect("lock").clone()
     }
 
+    /// Waits (at most `timeout`) until `queues` hold no ready message and the collectors' counts
+    /// have stopped moving, so a snapshot taken next holds everything published so far. Returns
+    /// false on timeout. Only meaningful while nothing publishes to `queues`.
+    pub async fn settle(&self, uri: &str, queues: &[&str], timeout: Duration) -> bool {
+        let connection = connect(uri, "collector settle")
+            .await
+            .expect("settle connection");
+        let deadline = Instant::now() + timeout;
+        let mut last = Vec::new();
+        while Instant::now() < deadline {
+            let mut ready = 0;
+            for queue in queues {
+                let channel = connection.create_channel().await.expect("settle channel");
+                let declared = channel
+                    .queue_declare(
+                        (*queue).into(),
+                        QueueDeclareOptions {
+                            passive: true,
+                            ..QueueDeclareOptions::default()
+                        },
+                        FieldTable::default(),
+                    )
+                    .await
+                    .unwrap_or_else(|e| panic!("inspecting queue {queue}: {e}"));
+                ready += declared.message_count();
+                let _ = channel.close(200, "done".into()).await;
+            }
+            let counts: Vec<usize> = {
+                let observed = self.observed.lock().expect("lock");
+                queues
+                    .iter()
+                    .map(|q| observed.get(*q).map_or(0, Vec::len))
+                    .collect()
+            };
+            if ready == 0 && counts == last {
+                let _ = connection.close(200, "done".into()).await;
+                return true;
+            }
+            last = counts;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        let _ = connection.close(200, "done".into()).await;
+        false
+    }
+
     /// One line per queue: messages and distinct ids.
     pub fn describe(&self) -> String {
         let observed = self.observed.lock().expect("lock");
@@ -546,6 +591,16 @@ impl WorkerProcess {
     pub fn log_tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Every warning and error the worker logged (at most `lines`, the latest).
+    pub fn log_warnings(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .collect();
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
