@@ -6,6 +6,7 @@
 //! compiled there, so a bad config is refused before any message is touched.
 
 pub mod envelope;
+pub mod projection;
 pub mod reason;
 pub mod transform;
 pub mod validate;

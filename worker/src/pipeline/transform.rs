@@ -1,7 +1,8 @@
 //! jq programs (jaq), compiled once per config and run per message.
 //!
 //! Lookups and args are exposed as global `$variables`, so values never get spliced into the
-//! program text.
+//! program text. Programs of the common "build an object from fields" shape also get a native
+//! [`Projection`], which answers first; jaq runs whenever it declines.
 
 use jaq_core::load::{Arena, File, Loader};
 use jaq_core::{Compiler, Ctx, Vars, data, unwrap_valr};
@@ -9,16 +10,20 @@ use jaq_json::Val;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::projection::Projection;
+
 /// A compiled jq program with its global variable names.
 pub struct JqProgram {
     filter: jaq_core::Filter<data::JustLut<Val>>,
     var_count: usize,
+    projection: Option<Projection>,
 }
 
 impl std::fmt::Debug for JqProgram {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JqProgram")
             .field("vars", &self.var_count)
+            .field("native", &self.projection.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -28,6 +33,7 @@ impl std::fmt::Debug for JqProgram {
 pub struct JqVariables {
     names: Vec<String>,
     values: Vec<Val>,
+    json: Vec<Value>,
 }
 
 impl JqVariables {
@@ -37,8 +43,19 @@ impl JqVariables {
         for (name, value) in pairs {
             out.names.push(format!("${name}"));
             out.values.push(to_val(&value));
+            out.json.push(value);
         }
         out
+    }
+
+    /// The variable names, with `$`, in order.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// The values as JSON, in the order of [`JqVariables::names`].
+    pub fn json_values(&self) -> &[Value] {
+        &self.json
     }
 
     /// No variables.
@@ -50,6 +67,18 @@ impl JqVariables {
 impl JqProgram {
     /// Parses and compiles `code` against `vars`. The error text says where the program is wrong.
     pub fn compile(code: &str, vars: &JqVariables) -> Result<Self, String> {
+        let mut program = Self::compile_with_jaq_only(code, vars)?;
+        program.projection = Projection::compile(code, &vars.names);
+        Ok(program)
+    }
+
+    /// Whether the program runs natively when its input has the expected shape.
+    pub fn is_native(&self) -> bool {
+        self.projection.is_some()
+    }
+
+    /// Compiles for jaq alone, without the native shortcut (the reference in tests).
+    pub(crate) fn compile_with_jaq_only(code: &str, vars: &JqVariables) -> Result<Self, String> {
         let program = File { code, path: () };
         let defs = jaq_core::defs()
             .chain(jaq_std::defs())
@@ -79,12 +108,20 @@ impl JqProgram {
         Ok(Self {
             filter,
             var_count: vars.values.len(),
+            projection: None,
         })
     }
 
     /// Runs the program on `input`, returning every output (errors stop the run).
     pub fn run(&self, input: &Value, vars: &JqVariables) -> Result<Vec<Value>, String> {
         debug_assert_eq!(self.var_count, vars.values.len());
+        if let Some(out) = self
+            .projection
+            .as_ref()
+            .and_then(|p| p.eval(input, &vars.json))
+        {
+            return Ok(vec![out]);
+        }
         let ctx = Ctx::<data::JustLut<Val>>::new(&self.filter.lut, Vars::new(vars.values.clone()));
         let mut out = Vec::new();
         for item in self.filter.id.run((ctx, to_val(input))).map(unwrap_valr) {
@@ -197,6 +234,36 @@ mod tests {
                 .unwrap_err()
                 .contains("missing")
         );
+    }
+
+    #[test]
+    fn native_programs_leave_errors_to_jaq() {
+        let vars = JqVariables::new([("plants".to_string(), json!({"berlin": "1000"}))]);
+        let p = JqProgram::compile(r#"{plant: $plants[.site], qty: (.qty | tonumber)}"#, &vars)
+            .unwrap();
+        assert!(p.is_native());
+        assert_eq!(
+            p.run_one(&json!({"site": "berlin", "qty": "2"}), &vars),
+            Ok(Some(json!({"plant": "1000", "qty": 2})))
+        );
+        let reference = JqProgram::compile_with_jaq_only(
+            r#"{plant: $plants[.site], qty: (.qty | tonumber)}"#,
+            &vars,
+        )
+        .unwrap();
+        // Where the shortcut declines (a null key, a word for a number), jaq answers.
+        for input in [json!({"qty": "2"}), json!({"site": "berlin", "qty": "two"})] {
+            assert_eq!(
+                p.run_one(&input, &vars),
+                reference.run_one(&input, &vars),
+                "{input}"
+            );
+        }
+        assert!(
+            p.run_one(&json!({"site": "berlin", "qty": "two"}), &vars)
+                .is_err()
+        );
+        assert!(!JqProgram::compile(".[] | .a", &vars).unwrap().is_native());
     }
 
     #[test]
