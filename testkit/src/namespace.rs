@@ -1,8 +1,20 @@
-//! A fresh namespace per test.
+//! A fresh namespace per test, and the removal of what earlier runs left behind.
+//!
+//! Millrace objects carry the operator's finalizer. A test's operator stops with the test, so
+//! nobody would remove those finalizers and the namespace would stay `Terminating` for ever, with
+//! the namespace controller retrying it. Deleting a test namespace therefore also releases the
+//! finalizers of the Millrace objects in it.
+
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{DeleteParams, ObjectMeta, PostParams};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, ListParams, ObjectMeta, Patch, PatchParams,
+    PostParams,
+};
 use kube::{Api, Client, Resource};
+use tokio::sync::OnceCell;
 
 use crate::cleanup::run_detached;
 use crate::env::{self, KEEP_ENV_VAR};
@@ -22,6 +34,7 @@ impl TestNamespace {
     /// Panics, saying to run `make env-up`, when the control plane is not up.
     pub async fn create(prefix: &str) -> Self {
         let client = env::kube_client().await;
+        sweep_once(&client).await;
         let name = env::unique_name(prefix);
         let namespace = Namespace {
             metadata: ObjectMeta {
@@ -70,14 +83,114 @@ impl Drop for TestNamespace {
         let name = self.name.clone();
         run_detached(format!("namespace {name}"), move || async move {
             let client = env::client_from(&env::kubeconfig_path()).await?;
-            match Api::<Namespace>::all(client)
-                .delete(&name, &DeleteParams::background())
+            delete_namespace(&client, &name)
                 .await
-            {
-                Ok(_) => Ok(()),
-                Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-                Err(e) => Err(e.to_string()),
-            }
+                .map_err(|e| e.to_string())
         });
     }
+}
+
+/// Label of every namespace a test creates.
+const TEST_LABEL: &str = "millrace.dev/test=true";
+
+/// Test namespaces older than this are leftovers of runs that were killed.
+const STALE_AFTER: Duration = Duration::from_secs(3600);
+
+/// Plurals of the Millrace kinds, whose finalizer only a running operator removes.
+const MILLRACE_KINDS: [(&str, &str); 3] = [
+    ("IntegrationFlow", "integrationflows"),
+    ("EventContract", "eventcontracts"),
+    ("PartnerConnection", "partnerconnections"),
+];
+
+/// Deletes `name` and releases the finalizers of the Millrace objects in it.
+async fn delete_namespace(client: &Client, name: &str) -> Result<(), kube::Error> {
+    match Api::<Namespace>::all(client.clone())
+        .delete(name, &DeleteParams::background())
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    release_finalizers(client, name).await
+}
+
+async fn release_finalizers(client: &Client, namespace: &str) -> Result<(), kube::Error> {
+    for (kind, plural) in MILLRACE_KINDS {
+        let resource = ApiResource {
+            group: "millrace.dev".into(),
+            version: "v1alpha1".into(),
+            api_version: "millrace.dev/v1alpha1".into(),
+            kind: kind.into(),
+            plural: plural.into(),
+        };
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
+        let objects = match api.list(&ListParams::default()).await {
+            Ok(list) => list.items,
+            // The CRDs are not installed: nothing can carry their finalizer.
+            Err(kube::Error::Api(e)) if e.code == 404 => continue,
+            Err(e) => return Err(e),
+        };
+        for object in objects {
+            if object
+                .metadata
+                .finalizers
+                .as_ref()
+                .is_none_or(Vec::is_empty)
+            {
+                continue;
+            }
+            let Some(name) = object.metadata.name.as_deref() else {
+                continue;
+            };
+            let release = Patch::Merge(serde_json::json!({"metadata": {"finalizers": null}}));
+            match api.patch(name, &PatchParams::default(), &release).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Once per test process: deletes the test namespaces that earlier runs left behind (stuck in
+/// `Terminating`, or older than an hour), so they do not pile up on a long-lived environment.
+async fn sweep_once(client: &Client) {
+    static SWEPT: OnceCell<()> = OnceCell::const_new();
+    SWEPT
+        .get_or_init(|| async {
+            if let Err(e) = sweep(client).await {
+                eprintln!("millrace-testkit: could not sweep old test namespaces: {e}");
+            }
+        })
+        .await;
+}
+
+async fn sweep(client: &Client) -> Result<(), kube::Error> {
+    let namespaces = Api::<Namespace>::all(client.clone())
+        .list(&ListParams::default().labels(TEST_LABEL))
+        .await?;
+    let now = Timestamp::now();
+    let mut swept = 0;
+    for namespace in namespaces.items {
+        let Some(name) = namespace.metadata.name.as_deref() else {
+            continue;
+        };
+        let terminating = namespace.metadata.deletion_timestamp.is_some();
+        let stale = namespace
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .is_some_and(|t| now.duration_since(t.0).as_secs() > STALE_AFTER.as_secs() as i64);
+        if terminating || stale {
+            delete_namespace(client, name).await?;
+            swept += 1;
+        }
+    }
+    if swept > 0 {
+        eprintln!("millrace-testkit: removed {swept} test namespaces left by earlier runs");
+    }
+    Ok(())
 }
