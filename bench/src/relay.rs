@@ -1,7 +1,9 @@
 //! The baseline: the least a correct at-least-once relay can do with lapin. It consumes from a quorum
 //! queue, publishes each message to two exchanges (persistent, mandatory, on a confirm channel), and
 //! acks the input only once both publishes are confirmed. Messages are pipelined up to the prefetch
-//! window, as a real relay would; nothing is parsed, validated or transformed.
+//! window, as a real relay would; nothing is parsed, validated or transformed. It consumes and
+//! publishes on two connections, acks as soon as a message is settled, and runs on a multi-threaded
+//! runtime, like the worker, so the two differ only in what the worker does per message.
 //!
 //! It runs as its own process (`millrace-bench relay`), so that it is measured the same way as the
 //! worker: CPU time and peak RSS from /proc, and sharing the two cores with the broker.
@@ -40,12 +42,15 @@ pub struct RelaySpec {
 
 /// Relays until the connection closes or a publish fails.
 pub async fn run(spec: RelaySpec) -> Result<()> {
-    let connection = broker::connect(&spec.uri, "baseline relay").await?;
-    let consume = connection.create_channel().await?;
+    // Consuming and publishing on connections of their own, as RabbitMQ advises (and as the worker
+    // does): flow control on the publisher then never holds up acks.
+    let consuming = broker::connect(&spec.uri, "baseline relay (consume)").await?;
+    let publishing = broker::connect(&spec.uri, "baseline relay (publish)").await?;
+    let consume = consuming.create_channel().await?;
     consume
         .basic_qos(spec.prefetch, BasicQosOptions::default())
         .await?;
-    let publish = connection.create_channel().await?;
+    let publish = publishing.create_channel().await?;
     publish
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
@@ -62,6 +67,10 @@ pub async fn run(spec: RelaySpec) -> Result<()> {
     let mut in_flight = FuturesUnordered::new();
     loop {
         tokio::select! {
+            // Settle what is confirmed before taking more: acks go out as soon as they can, so the
+            // prefetch window never waits on a settled message.
+            biased;
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => done?,
             delivery = consumer.next() => {
                 let Some(delivery) = delivery else { break };
                 let delivery = delivery?;
@@ -89,7 +98,6 @@ pub async fn run(spec: RelaySpec) -> Result<()> {
                     Ok(())
                 });
             }
-            Some(done) = in_flight.next(), if !in_flight.is_empty() => done?,
         }
     }
     Ok(())

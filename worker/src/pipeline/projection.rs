@@ -390,7 +390,7 @@ mod tests {
         let mut answered = 0;
         for code in INSIDE {
             let projection = Projection::compile(code, vars.names()).expect("inside");
-            let program = JqProgram::compile_with_jaq_only(code, &vars).expect("compiles");
+            let program = JqProgram::compile_jaq_only(code, &vars).expect("compiles");
             for input in inputs() {
                 let Some(fast) = projection.eval(&input, &json_vars) else {
                     continue;

@@ -67,7 +67,7 @@ impl JqVariables {
 impl JqProgram {
     /// Parses and compiles `code` against `vars`. The error text says where the program is wrong.
     pub fn compile(code: &str, vars: &JqVariables) -> Result<Self, String> {
-        let mut program = Self::compile_with_jaq_only(code, vars)?;
+        let mut program = Self::compile_jaq_only(code, vars)?;
         program.projection = Projection::compile(code, &vars.names);
         Ok(program)
     }
@@ -77,8 +77,8 @@ impl JqProgram {
         self.projection.is_some()
     }
 
-    /// Compiles for jaq alone, without the native shortcut (the reference in tests).
-    pub(crate) fn compile_with_jaq_only(code: &str, vars: &JqVariables) -> Result<Self, String> {
+    /// Compiles for jaq alone, without the native shortcut (the reference in tests and benches).
+    pub fn compile_jaq_only(code: &str, vars: &JqVariables) -> Result<Self, String> {
         let program = File { code, path: () };
         let defs = jaq_core::defs()
             .chain(jaq_std::defs())
@@ -246,7 +246,7 @@ mod tests {
             p.run_one(&json!({"site": "berlin", "qty": "2"}), &vars),
             Ok(Some(json!({"plant": "1000", "qty": 2})))
         );
-        let reference = JqProgram::compile_with_jaq_only(
+        let reference = JqProgram::compile_jaq_only(
             r#"{plant: $plants[.site], qty: (.qty | tonumber)}"#,
             &vars,
         )
