@@ -223,7 +223,7 @@ EOF
 }
 
 node_ready() {
-  [[ $(kctl get node "$KWOK_NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}') == True ]]
+  [[ $(kctl get node "$KWOK_NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null) == True ]]
 }
 
 # --- RabbitMQ ----------------------------------------------------------------------------------------

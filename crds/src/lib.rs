@@ -39,6 +39,38 @@ pub fn all_crds()
         PartnerConnection::crd(),
         IntegrationFlow::crd(),
     ]
+    .into_iter()
+    .map(with_kubernetes_formats)
+    .collect()
+}
+
+/// Kubernetes knows the integer formats `int32` and `int64` and warns, on every apply, about the
+/// unsigned ones schemars writes. Unsigned fields get the signed format wide enough for them and
+/// keep (or gain) `minimum: 0`.
+fn with_kubernetes_formats(
+    crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+) -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+    fn rewrite(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                let signed = match map.get("format").and_then(serde_json::Value::as_str) {
+                    Some("uint8" | "uint16") => Some("int32"),
+                    Some("uint32" | "uint64") => Some("int64"),
+                    _ => None,
+                };
+                if let Some(format) = signed {
+                    map.insert("format".into(), format.into());
+                    map.entry("minimum").or_insert(serde_json::json!(0.0));
+                }
+                map.values_mut().for_each(rewrite);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(rewrite),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::to_value(&crd).expect("a CRD serializes");
+    rewrite(&mut value);
+    serde_json::from_value(value).expect("only format strings changed")
 }
 
 /// File name under `crds/yaml/` for a CRD, e.g. `integrationflows.millrace.dev.yaml`.

@@ -116,3 +116,31 @@ fn flows_carry_cel_rules() {
         assert!(names.contains(&want), "{names:?}");
     }
 }
+
+fn formats(value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            if let Some(format) = map.get("format").and_then(serde_json::Value::as_str) {
+                out.push(format.to_string());
+            }
+            map.values().for_each(|v| formats(v, out));
+        }
+        serde_json::Value::Array(list) => list.iter().for_each(|v| formats(v, out)),
+        _ => {}
+    }
+}
+
+/// `kubectl apply` warns about every integer format Kubernetes does not know (`uint32`, ...).
+#[test]
+fn integer_formats_are_ones_kubernetes_knows() {
+    for crd in millrace_crds::all_crds() {
+        let mut found = Vec::new();
+        formats(&serde_json::to_value(&crd).unwrap(), &mut found);
+        let unknown: Vec<&String> = found.iter().filter(|f| f.starts_with("uint")).collect();
+        assert!(
+            unknown.is_empty(),
+            "{} uses formats {unknown:?}; Kubernetes warns about them on apply",
+            millrace_crds::crd_file_name(&crd)
+        );
+    }
+}
