@@ -14,9 +14,9 @@ use reliability_support::{
     Collectors, Fixture, FlowSpec, TestEvent, by_id, connect, publish, wait_for,
 };
 
-/// Events published before the outage; enough that the worker is still busy with them when the
-/// broker stops.
-const BEFORE: u64 = 12_000;
+/// Events queued before the worker starts; enough that it is still busy with them when the broker
+/// stops (a debug-build worker delivers a few thousand per second).
+const BEFORE: u64 = 20_000;
 /// Events published after the broker is back.
 const AFTER: u64 = 2_000;
 const PREFETCH: u16 = 100;
@@ -76,10 +76,14 @@ async fn broker_restart_mid_stream_loses_nothing() {
         .collect();
     let (before, after) = events.split_at(BEFORE as usize);
 
+    // Queue the first events before the worker starts, so that how fast it is does not decide
+    // whether the outage comes mid-stream: it starts from a backlog and the broker stops as soon as
+    // deliveries flow.
+    fixture.declare_flow_topology().await;
+    publish(fixture.vhost.connection(), before).await;
     let collectors = Collectors::start(&uri, &fixture.watched_queues());
     let mut worker = fixture.start_worker("worker");
     worker.wait_ready(Duration::from_secs(60)).await;
-    publish(fixture.vhost.connection(), before).await;
     let moving = wait_for(Duration::from_secs(60), || {
         collectors.distinct(ROUTES[0]) >= 200
     })

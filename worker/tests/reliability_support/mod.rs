@@ -116,6 +116,23 @@ impl Fixture {
         WorkerProcess::start(self, label)
     }
 
+    /// Declares the flow's own topology (main queue, tiers, DLQ) with the module the worker uses,
+    /// so that events can be queued before any worker runs.
+    pub async fn declare_flow_topology(&self) {
+        let config = worker_config(&self.spec);
+        let plan = millrace_topology::plan(&config.flows[0]);
+        let channel = self
+            .vhost
+            .connection()
+            .create_channel()
+            .await
+            .expect("channel");
+        millrace_topology::declare(&channel, &plan)
+            .await
+            .expect("declaring the flow's topology");
+        let _ = channel.close(200, "declared".into()).await;
+    }
+
     /// Queues the collectors watch: every destination, then the dead-letter queue.
     pub fn watched_queues(&self) -> Vec<String> {
         let mut queues: Vec<String> = self.spec.routes.iter().map(|r| r.to_string()).collect();
