@@ -69,10 +69,22 @@ impl PendingConfirm {
     }
 }
 
-/// Opens an AMQP connection named `name` (shown in the management UI).
+/// Longest wait for a broker connection. A broker that is still starting can accept the TCP
+/// connection and never finish the AMQP handshake; without a bound, that would hang the worker.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Opens an AMQP connection named `name` (shown in the management UI), failing after
+/// [`CONNECT_TIMEOUT`].
 pub async fn connect(uri: &str, name: &str) -> Result<Connection, lapin::Error> {
     let properties = ConnectionProperties::default().with_connection_name(name.into());
-    Connection::connect(uri, properties).await
+    match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(uri, properties)).await {
+        Ok(result) => result,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no AMQP handshake within {}s", CONNECT_TIMEOUT.as_secs()),
+        )
+        .into()),
+    }
 }
 
 fn short(s: &str, what: &str) -> Result<ShortString, DeliveryError> {

@@ -349,11 +349,19 @@ fn expect_ack(id: &str, confirmation: lapin::Result<Confirmation>) {
 
 /// Opens a connection of the test's own to `uri`.
 pub async fn connect(uri: &str, name: &str) -> lapin::Result<Connection> {
-    Connection::connect(
+    // A broker that is still starting may accept the socket and never answer; retry instead.
+    let connecting = Connection::connect(
         uri,
         ConnectionProperties::default().with_connection_name(name.into()),
-    )
-    .await
+    );
+    match tokio::time::timeout(Duration::from_secs(15), connecting).await {
+        Ok(result) => result,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "no AMQP handshake within 15s",
+        )
+        .into()),
+    }
 }
 
 /// One message as a collector saw it.
@@ -368,6 +376,9 @@ pub struct Seen {
     pub seq: Option<u64>,
     /// Dead-letter reason header.
     pub reason: Option<String>,
+    /// The broker delivered this message to the collector before (its ack was lost, for example
+    /// when the broker stopped): the same message seen again, not a new copy.
+    pub redelivered: bool,
 }
 
 /// Messages per queue, shared between the collectors and the test.
@@ -509,7 +520,8 @@ async fn collect_once(uri: &str, queue: &str, observed: &Observed) -> lapin::Res
         .await?;
     while let Some(delivery) = consumer.next().await {
         let delivery = delivery?;
-        let seen = describe_message(&delivery.data, &delivery.properties);
+        let mut seen = describe_message(&delivery.data, &delivery.properties);
+        seen.redelivered = delivery.redelivered;
         observed
             .lock()
             .expect("lock")
@@ -544,6 +556,7 @@ fn describe_message(body: &[u8], properties: &BasicProperties) -> Seen {
         key: value.get("key").and_then(Value::as_str).map(str::to_string),
         seq: value.get("seq").and_then(Value::as_u64),
         reason: header(properties, "x-millrace-reason"),
+        redelivered: false,
     }
 }
 
