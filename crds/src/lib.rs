@@ -22,6 +22,8 @@ pub use contract::{EventContract, EventContractSpec, EventContractStatus};
 pub use flow::{IntegrationFlow, IntegrationFlowSpec, IntegrationFlowStatus};
 pub use worker_config::WorkerConfig;
 
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+
 /// The API group of every Millrace kind.
 pub const GROUP: &str = "millrace.dev";
 /// The served and stored API version.
@@ -30,9 +32,7 @@ pub const VERSION: &str = "v1alpha1";
 pub const PAUSED_ANNOTATION: &str = "millrace.dev/paused";
 
 /// Every CustomResourceDefinition of the API, in a stable order.
-pub fn all_crds()
--> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
-{
+pub fn all_crds() -> Vec<CustomResourceDefinition> {
     use kube::CustomResourceExt;
     vec![
         EventContract::crd(),
@@ -47,9 +47,7 @@ pub fn all_crds()
 /// Kubernetes knows the integer formats `int32` and `int64` and warns, on every apply, about the
 /// unsigned ones schemars writes. Unsigned fields get the signed format wide enough for them and
 /// keep (or gain) `minimum: 0`.
-fn with_kubernetes_formats(
-    crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-) -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+fn with_kubernetes_formats(crd: CustomResourceDefinition) -> CustomResourceDefinition {
     fn rewrite(value: &mut serde_json::Value) {
         match value {
             serde_json::Value::Object(map) => {
@@ -74,8 +72,6 @@ fn with_kubernetes_formats(
 }
 
 /// File name under `crds/yaml/` for a CRD, e.g. `integrationflows.millrace.dev.yaml`.
-pub fn crd_file_name(
-    crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-) -> String {
+pub fn crd_file_name(crd: &CustomResourceDefinition) -> String {
     format!("{}.yaml", crd.metadata.name.as_deref().unwrap_or("unnamed"))
 }

@@ -14,6 +14,7 @@ use kube::api::{
     PostParams,
 };
 use kube::{Api, Client, Resource};
+use millrace_crds::{EventContract, IntegrationFlow, PartnerConnection};
 use tokio::sync::OnceCell;
 
 use crate::cleanup::run_detached;
@@ -39,7 +40,7 @@ impl TestNamespace {
         let namespace = Namespace {
             metadata: ObjectMeta {
                 name: Some(name.clone()),
-                labels: Some([("millrace.dev/test".to_string(), "true".to_string())].into()),
+                labels: Some([(TEST_LABEL.to_string(), "true".to_string())].into()),
                 ..ObjectMeta::default()
             },
             ..Namespace::default()
@@ -90,18 +91,11 @@ impl Drop for TestNamespace {
     }
 }
 
-/// Label of every namespace a test creates.
-const TEST_LABEL: &str = "millrace.dev/test=true";
+/// Label (set to `true`) of every namespace a test creates.
+const TEST_LABEL: &str = "millrace.dev/test";
 
 /// Test namespaces older than this are leftovers of runs that were killed.
 const STALE_AFTER: Duration = Duration::from_secs(3600);
-
-/// Plurals of the Millrace kinds, whose finalizer only a running operator removes.
-const MILLRACE_KINDS: [(&str, &str); 3] = [
-    ("IntegrationFlow", "integrationflows"),
-    ("EventContract", "eventcontracts"),
-    ("PartnerConnection", "partnerconnections"),
-];
 
 /// Deletes `name` and releases the finalizers of the Millrace objects in it.
 async fn delete_namespace(client: &Client, name: &str) -> Result<(), kube::Error> {
@@ -117,14 +111,13 @@ async fn delete_namespace(client: &Client, name: &str) -> Result<(), kube::Error
 }
 
 async fn release_finalizers(client: &Client, namespace: &str) -> Result<(), kube::Error> {
-    for (kind, plural) in MILLRACE_KINDS {
-        let resource = ApiResource {
-            group: "millrace.dev".into(),
-            version: "v1alpha1".into(),
-            api_version: "millrace.dev/v1alpha1".into(),
-            kind: kind.into(),
-            plural: plural.into(),
-        };
+    // The Millrace kinds, whose finalizer only a running operator removes.
+    let kinds = [
+        ApiResource::erase::<IntegrationFlow>(&()),
+        ApiResource::erase::<EventContract>(&()),
+        ApiResource::erase::<PartnerConnection>(&()),
+    ];
+    for resource in kinds {
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
         let objects = match api.list(&ListParams::default()).await {
             Ok(list) => list.items,
@@ -170,7 +163,7 @@ async fn sweep_once(client: &Client) {
 
 async fn sweep(client: &Client) -> Result<(), kube::Error> {
     let namespaces = Api::<Namespace>::all(client.clone())
-        .list(&ListParams::default().labels(TEST_LABEL))
+        .list(&ListParams::default().labels(&format!("{TEST_LABEL}=true")))
         .await?;
     let now = Timestamp::now();
     let mut swept = 0;

@@ -241,11 +241,10 @@ fn comparable_literal(term: &Term<&str>) -> Option<Value> {
 /// `tonumber` of a string in strict JSON number syntax; anything else is left to jaq.
 fn parse_number(s: &str) -> Option<Number> {
     let b = s.as_bytes();
-    let mut i = usize::from(b.first() == Some(&b'-'));
-    let int_start = i;
-    while i < b.len() && b[i].is_ascii_digit() {
-        i += 1;
-    }
+    // Index after the run of ASCII digits starting at `from`.
+    let digits = |from: usize| from + b[from..].iter().take_while(|c| c.is_ascii_digit()).count();
+    let int_start = usize::from(b.first() == Some(&b'-'));
+    let mut i = digits(int_start);
     let int_len = i - int_start;
     if int_len == 0 || (int_len > 1 && b[int_start] == b'0') {
         return None;
@@ -258,27 +257,22 @@ fn parse_number(s: &str) -> Option<Number> {
         return s.parse::<i64>().ok().map(Number::from);
     }
     if b[i] == b'.' {
-        i += 1;
-        let start = i;
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
-        }
-        if i == start {
+        let end = digits(i + 1);
+        if end == i + 1 {
             return None;
         }
+        i = end;
     }
     if i < b.len() && (b[i] == b'e' || b[i] == b'E') {
         i += 1;
         if i < b.len() && (b[i] == b'+' || b[i] == b'-') {
             i += 1;
         }
-        let start = i;
-        while i < b.len() && b[i].is_ascii_digit() {
-            i += 1;
-        }
-        if i == start {
+        let end = digits(i);
+        if end == i {
             return None;
         }
+        i = end;
     }
     if i != b.len() {
         return None;

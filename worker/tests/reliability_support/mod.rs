@@ -15,14 +15,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{
-    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
-};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ExchangeKind};
 use millrace_crds::common::Backoff;
 use millrace_crds::connection::PartnerSystem;
 use millrace_crds::naming::FlowNames;
@@ -347,22 +346,8 @@ fn expect_ack(id: &str, confirmation: lapin::Result<Confirmation>) {
     }
 }
 
-/// Opens a connection of the test's own to `uri`.
-pub async fn connect(uri: &str, name: &str) -> lapin::Result<Connection> {
-    // A broker that is still starting may accept the socket and never answer; retry instead.
-    let connecting = Connection::connect(
-        uri,
-        ConnectionProperties::default().with_connection_name(name.into()),
-    );
-    match tokio::time::timeout(Duration::from_secs(15), connecting).await {
-        Ok(result) => result,
-        Err(_) => Err(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "no AMQP handshake within 15s",
-        )
-        .into()),
-    }
-}
+/// Opens a connection of the test's own to `uri`, bounded the way the worker's are.
+pub use millrace_worker::sink::amqp::connect;
 
 /// One message as a collector saw it.
 #[derive(Clone, Debug)]
@@ -429,10 +414,10 @@ impl Collectors {
             .expect("settle connection");
         let deadline = Instant::now() + timeout;
         let mut last = Vec::new();
+        let channel = connection.create_channel().await.expect("settle channel");
         while Instant::now() < deadline {
             let mut ready = 0;
             for queue in queues {
-                let channel = connection.create_channel().await.expect("settle channel");
                 let declared = channel
                     .queue_declare(
                         (*queue).into(),
@@ -445,7 +430,6 @@ impl Collectors {
                     .await
                     .unwrap_or_else(|e| panic!("inspecting queue {queue}: {e}"));
                 ready += declared.message_count();
-                let _ = channel.close(200, "done".into()).await;
             }
             let counts: Vec<usize> = {
                 let observed = self.observed.lock().expect("lock");
@@ -520,8 +504,7 @@ async fn collect_once(uri: &str, queue: &str, observed: &Observed) -> lapin::Res
         .await?;
     while let Some(delivery) = consumer.next().await {
         let delivery = delivery?;
-        let mut seen = describe_message(&delivery.data, &delivery.properties);
-        seen.redelivered = delivery.redelivered;
+        let seen = describe_message(&delivery);
         observed
             .lock()
             .expect("lock")
@@ -541,7 +524,8 @@ fn header(properties: &BasicProperties, name: &str) -> Option<String> {
     }
 }
 
-fn describe_message(body: &[u8], properties: &BasicProperties) -> Seen {
+fn describe_message(delivery: &Delivery) -> Seen {
+    let (body, properties) = (&delivery.data, &delivery.properties);
     let value: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let id = value
         .get("id")
@@ -556,7 +540,7 @@ fn describe_message(body: &[u8], properties: &BasicProperties) -> Seen {
         key: value.get("key").and_then(Value::as_str).map(str::to_string),
         seq: value.get("seq").and_then(Value::as_u64),
         reason: header(properties, "x-millrace-reason"),
-        redelivered: false,
+        redelivered: delivery.redelivered,
     }
 }
 
@@ -619,19 +603,18 @@ impl WorkerProcess {
 
     /// The last `lines` lines of the log.
     pub fn log_tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        self.last_log_lines(lines, |_| true)
     }
 
     /// Every warning and error the worker logged (at most `lines`, the latest).
     pub fn log_warnings(&self, lines: usize) -> String {
+        self.last_log_lines(lines, |l| l.contains("WARN") || l.contains("ERROR"))
+    }
+
+    fn last_log_lines(&self, lines: usize, keep: impl Fn(&str) -> bool) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let all: Vec<&str> = text
-            .lines()
-            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
-            .collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        let kept: Vec<&str> = text.lines().filter(|l| keep(l)).collect();
+        kept[kept.len().saturating_sub(lines)..].join("\n")
     }
 
     /// Waits (at most `timeout`) until /readyz answers 200.
