@@ -1,7 +1,7 @@
 //! PartnerConnection: an endpoint of a partner system, plus delivery defaults.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::{CustomResource, KubeSchema};
+use kube_derive::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -35,7 +35,9 @@ pub enum PartnerSystem {
 /// A PartnerConnection describes how to reach one partner system: an AMQP broker or an
 /// HTTP API, its credentials (by Secret reference only) and default delivery behaviour.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[kube(
+    crates(kube_core = "::kube_core"),
     group = "millrace.dev",
     version = "v1alpha1",
     kind = "PartnerConnection",
@@ -153,6 +155,7 @@ pub enum HttpAuthType {
 
 /// Authentication of outbound HTTP requests.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = Rule::new("self.type == 'None' || has(self.secretRef)").message("auth.secretRef is required unless auth.type is None"),
@@ -263,4 +266,26 @@ pub struct ProbeResult {
     /// The error, when the probe failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// Condition types of a connection.
+pub mod condition {
+    /// Every referenced Secret and key exists.
+    pub const CREDENTIALS_RESOLVED: &str = "CredentialsResolved";
+    /// The last probe reached the endpoint.
+    pub const REACHABLE: &str = "Reachable";
+    /// Credentials resolve and the endpoint is reachable.
+    pub const READY: &str = "Ready";
+}
+
+/// Reasons of a connection's conditions (besides the Secret reasons of [`crate::secret::SecretError`]).
+pub mod reason {
+    /// CredentialsResolved: every referenced Secret key exists.
+    pub const RESOLVED: &str = "Resolved";
+    /// Reachable, Ready: the endpoint answered.
+    pub const REACHABLE: &str = "Reachable";
+    /// Reachable=False, Ready=False: the endpoint did not answer.
+    pub const UNREACHABLE: &str = "Unreachable";
+    /// Ready: credentials resolve and the endpoint answers.
+    pub const READY: &str = "Ready";
 }

@@ -1,7 +1,7 @@
 //! EventContract: one canonical business event type and its ordered schema versions.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::{CustomResource, KubeSchema};
+use kube_derive::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -31,7 +31,9 @@ pub enum CompatibilityMode {
 /// schema versions. Versions are append-only; published versions are immutable. A version
 /// that breaks the contract's compatibility mode is rejected in status and never served.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[kube(
+    crates(kube_core = "::kube_core"),
     group = "millrace.dev",
     version = "v1alpha1",
     kind = "EventContract",
@@ -91,6 +93,7 @@ pub struct EventContractSpec {
 
 /// One schema version of a contract.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.schema == oldSelf.schema && has(self.examples) == has(oldSelf.examples) && (!has(self.examples) || self.examples == oldSelf.examples)").message("a published contract version is immutable: add a new version instead of changing schema or examples"))]
 pub struct ContractVersion {
@@ -167,4 +170,32 @@ impl EventContractSpec {
     pub fn version(&self, n: u32) -> Option<&ContractVersion> {
         self.versions.iter().find(|v| v.version == n)
     }
+}
+
+/// Condition types of a contract.
+pub mod condition {
+    /// Every schema compiles and every example validates.
+    pub const ACCEPTED: &str = "Accepted";
+    /// Every version is compatible with the ones before it under the contract's mode.
+    pub const COMPATIBLE: &str = "Compatible";
+    /// Every declared version is accepted and served.
+    pub const READY: &str = "Ready";
+}
+
+/// Reasons of a contract's conditions.
+pub mod reason {
+    /// Accepted: every schema compiles and every example validates.
+    pub const SCHEMAS_VALID: &str = "SchemasValid";
+    /// Accepted=False: a schema does not compile or an example does not validate.
+    pub const INVALID_SCHEMA: &str = "InvalidSchema";
+    /// Compatible: every version is compatible under the mode.
+    pub const COMPATIBLE: &str = "Compatible";
+    /// Compatible=False: a version breaks the mode.
+    pub const INCOMPATIBLE_VERSION: &str = "IncompatibleVersion";
+    /// Ready: every version is accepted.
+    pub const READY: &str = "Ready";
+    /// Ready=False: a version is rejected; flows keep the latest accepted one.
+    pub const VERSION_REJECTED: &str = "VersionRejected";
+    /// Ready=False: no version is accepted.
+    pub const NO_ACCEPTED_VERSION: &str = "NoAcceptedVersion";
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::{CustomResource, KubeSchema};
+use kube_derive::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -14,7 +14,9 @@ use crate::common::{Duration, LocalObjectRef, RetryPolicy, SecretKeyRef, SemVer}
 /// contract, transforms them with jq, and delivers them to every route whose predicate holds,
 /// at least once. The operator declares its RabbitMQ topology and runs its workers.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[kube(
+    crates(kube_core = "::kube_core"),
     group = "millrace.dev",
     version = "v1alpha1",
     kind = "IntegrationFlow",
@@ -105,6 +107,7 @@ pub struct IntegrationFlowSpec {
 
 /// Where a flow's events come from.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.amqp) != has(self.http)").message("set exactly one of spec.source.amqp or spec.source.http"))]
 pub struct FlowSource {
@@ -186,6 +189,7 @@ pub struct ContractRef {
 
 /// A jq transform.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[serde(rename_all = "camelCase")]
 pub struct Transform {
     /// jq program run on the event's data; its single output is what routes receive.
@@ -236,6 +240,7 @@ pub struct Lookup {
 
 /// One destination of a flow.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[serde(rename_all = "camelCase")]
 pub struct Route {
     /// Route name, unique in the flow (lower-case letters, digits and dashes).
@@ -254,6 +259,7 @@ pub struct Route {
 
 /// A delivery target: a connection plus either an AMQP publish or an HTTP request.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[x_kube(crates(kube_core = "::kube_core"))]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.amqp) != has(self.http)").message("set exactly one of destination.amqp or destination.http"))]
 pub struct Destination {
@@ -512,4 +518,62 @@ pub mod condition {
     pub const READY: &str = "Ready";
     /// Reconciliation is paused by annotation.
     pub const PAUSED: &str = "ReconciliationPaused";
+}
+
+/// Reasons of a flow's conditions (CamelCase, stable: alerts and tools match on them).
+pub mod reason {
+    /// Accepted: the spec is valid and every jq program compiles.
+    pub const VALID: &str = "Valid";
+    /// Accepted=False: a jq program does not compile.
+    pub const INVALID_JQ: &str = "InvalidJq";
+    /// Accepted=False: a lookup's ConfigMap does not exist.
+    pub const LOOKUP_NOT_FOUND: &str = "LookupNotFound";
+    /// Accepted=False: a transform arg has the name of a lookup, so one would hide the other.
+    pub const ARG_SHADOWS_LOOKUP: &str = "ArgShadowsLookup";
+    /// Accepted=False: a reference does not fit its use (a route to the wrong kind of connection).
+    pub const INVALID_REFERENCE: &str = "InvalidReference";
+    /// ContractsResolved: every contract version is accepted.
+    pub const RESOLVED: &str = "Resolved";
+    /// ContractsResolved=False: the EventContract does not exist.
+    pub const CONTRACT_NOT_FOUND: &str = "ContractNotFound";
+    /// ContractsResolved=False: the pinned version is not accepted.
+    pub const CONTRACT_VERSION_NOT_ACCEPTED: &str = "ContractVersionNotAccepted";
+    /// ContractsResolved=False: the contract has no accepted version yet.
+    pub const CONTRACT_NOT_READY: &str = "ContractNotReady";
+    /// ContractsResolved=False: the pinned version does not exist.
+    pub const CONTRACT_VERSION_NOT_FOUND: &str = "ContractVersionNotFound";
+    /// ConnectionsReady: every connection is Ready.
+    pub const CONNECTIONS_READY: &str = "Ready";
+    /// ConnectionsReady=False: a connection exists but is not Ready.
+    pub const CONNECTION_NOT_READY: &str = "ConnectionNotReady";
+    /// ConnectionsReady=False: a connection does not exist.
+    pub const CONNECTION_NOT_FOUND: &str = "ConnectionNotFound";
+    /// A condition that waits for an earlier one.
+    pub const BLOCKED: &str = "Blocked";
+    /// TopologyReady: the queues are declared.
+    pub const DECLARED: &str = "Declared";
+    /// TopologyReady=False: the broker connection is not an AMQP connection.
+    pub const BROKER_NOT_FOUND: &str = "BrokerNotFound";
+    /// TopologyReady=False: the broker refused or could not be reached.
+    pub const BROKER_UNAVAILABLE: &str = "BrokerUnavailable";
+    /// WorkersAvailable=False: `spec.suspend` is true.
+    pub const SUSPENDED: &str = "Suspended";
+    /// WorkersAvailable=False: a new revision is rolling out.
+    pub const ROLLING_OUT: &str = "RollingOut";
+    /// WorkersAvailable: every replica is available.
+    pub const AVAILABLE: &str = "Available";
+    /// WorkersAvailable=False: fewer replicas are available than desired.
+    pub const WORKERS_UNAVAILABLE: &str = "WorkersUnavailable";
+    /// Healthy: the queue has consumers and dead-letters are not growing.
+    pub const HEALTHY: &str = "Healthy";
+    /// Healthy=False: nothing consumes the queue.
+    pub const NO_CONSUMERS: &str = "NoConsumers";
+    /// Healthy=False: dead-letters grow faster than the threshold.
+    pub const DEAD_LETTERS_GROWING: &str = "DeadLettersGrowing";
+    /// Healthy=False: the queues could not be sampled.
+    pub const QUEUE_UNAVAILABLE: &str = "QueueUnavailable";
+    /// Ready: the flow works.
+    pub const READY: &str = "Ready";
+    /// ReconciliationPaused: the pause annotation is set.
+    pub const PAUSED: &str = "Paused";
 }

@@ -11,14 +11,17 @@ pub mod common;
 pub mod conditions;
 pub mod connection;
 pub mod contract;
+pub mod error;
 pub mod flow;
 pub mod naming;
+pub mod secret;
 pub mod worker_config;
 
 pub use common::{Duration, DurationError, RetryPolicy, SecretKeyRef, SemVer};
 pub use conditions::{ConditionStatus, set_condition};
 pub use connection::{PartnerConnection, PartnerConnectionSpec, PartnerConnectionStatus};
 pub use contract::{EventContract, EventContractSpec, EventContractStatus};
+pub use error::FieldError;
 pub use flow::{IntegrationFlow, IntegrationFlowSpec, IntegrationFlowStatus};
 pub use worker_config::WorkerConfig;
 
@@ -33,7 +36,7 @@ pub const PAUSED_ANNOTATION: &str = "millrace.dev/paused";
 
 /// Every CustomResourceDefinition of the API, in a stable order.
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
-    use kube::CustomResourceExt;
+    use kube_core::CustomResourceExt;
     vec![
         EventContract::crd(),
         PartnerConnection::crd(),

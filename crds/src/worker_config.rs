@@ -296,22 +296,8 @@ pub struct HttpConnectionConfig {
     pub rate_limit_burst: Option<u32>,
 }
 
-/// Why a config cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WorkerConfigError {
-    /// Dotted path of the bad field.
-    pub field: String,
-    /// What is wrong and how to fix it.
-    pub message: String,
-}
-
-impl std::fmt::Display for WorkerConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.field, self.message)
-    }
-}
-
-impl std::error::Error for WorkerConfigError {}
+/// Why a config cannot be used: the field at fault and what to do.
+pub type WorkerConfigError = crate::error::FieldError;
 
 impl WorkerConfig {
     /// Parses JSON and checks the structure ([`WorkerConfig::check`]).

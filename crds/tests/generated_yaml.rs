@@ -96,7 +96,7 @@ fn rules(value: &serde_json::Value, out: &mut Vec<String>) {
 
 #[test]
 fn flows_carry_cel_rules() {
-    use kube::CustomResourceExt;
+    use kube_core::CustomResourceExt;
     let crd = serde_json::to_value(millrace_crds::IntegrationFlow::crd()).unwrap();
     let mut found = Vec::new();
     rules(&crd, &mut found);

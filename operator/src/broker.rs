@@ -74,7 +74,7 @@ impl Brokers {
     /// Declares every exchange, queue and binding of `plan` (idempotent).
     pub async fn declare(&self, uri: &str, plan: &TopologyPlan) -> Result<()> {
         let ch = self.channel(uri).await?;
-        let result = millrace_topology::declare(&ch, plan)
+        let result = millrace_broker::declare(&ch, plan)
             .await
             .map_err(|e| broker_error("declare", e));
         let _ = ch.close(200, "done".into()).await;

@@ -12,7 +12,7 @@ use tokio::sync::Mutex;
 
 use crate::broker::{Brokers, QueueCounts};
 use crate::metrics::Metrics;
-use crate::render::RenderSettings;
+use millrace_render::RenderSettings;
 
 /// Operator settings from the command line.
 #[derive(Clone, Debug)]

@@ -2,15 +2,13 @@
 //! IntegrationFlows into RabbitMQ topology, worker configuration and worker pods.
 //!
 //! Each reconcile follows one pipeline: dereference → validate (no API calls) → build desired
-//! objects ([`render`], pure) → apply → update status.
+//! objects (`millrace-render`, pure) → apply → update status.
 
 pub mod broker;
 pub mod context;
 pub mod controllers;
 pub mod error;
 pub mod http;
-pub mod jq;
 pub mod metrics;
-pub mod render;
 pub mod run;
 pub mod secrets;

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use millrace_operator::context::Settings;
-use millrace_operator::render::RenderSettings;
 use millrace_operator::run::{RunOptions, run};
+use millrace_render::RenderSettings;
 
 #[derive(Parser)]
 #[command(
@@ -38,7 +38,7 @@ struct RunArgs {
     #[arg(
         long,
         env = "MILLRACE_WORKER_IMAGE",
-        default_value = "ghcr.io/millrace-dev/millrace-worker:0.1.0"
+        default_value_t = millrace_render::settings::default_worker_image()
     )]
     worker_image: String,
     /// Address of /healthz, /readyz and /metrics.

@@ -16,6 +16,7 @@ use kube::runtime::watcher::{self, Config};
 use kube::runtime::{Controller, WatchStreamExt, controller::Action};
 use kube::{Api, Client, Resource, ResourceExt};
 use millrace_crds::{EventContract, IntegrationFlow, PartnerConnection};
+use millrace_render::references;
 use tokio::sync::Mutex;
 
 use crate::broker::Brokers;
@@ -157,20 +158,20 @@ pub async fn run_controllers(
     let c = ctx.clone();
     let by_contract = move |ec: EventContract| {
         let name = ec.name_any();
-        flow::flows_using(&c, ec.namespace(), |s| flow::uses_contract(s, &name))
+        flow::flows_using(&c, ec.namespace(), |s| references::uses_contract(s, &name))
     };
     let c = ctx.clone();
     let by_connection = move |pc: PartnerConnection| {
         let name = pc.name_any();
         flow::flows_using(&c, pc.namespace(), |s| {
-            flow::connection_names(s).contains(&name)
+            references::connection_names(s).contains(&name)
         })
     };
     let c = ctx.clone();
     let by_lookup = move |cm: ConfigMap| {
         let name = cm.name_any();
         flow::flows_using(&c, cm.namespace(), |s| {
-            flow::lookup_names(s).contains(&name)
+            references::lookup_names(s).contains(&name)
         })
     };
     let flows_ctl = Controller::new(flows_api.clone(), Config::default().any_semantic())
@@ -236,7 +237,7 @@ pub async fn run_controllers(
         flows_api.clone(),
         Config::default(),
         move |f: IntegrationFlow| {
-            let names = flow::connection_names(&f.spec);
+            let names = references::connection_names(&f.spec);
             refs_to::<PartnerConnection>(&f, names)
         },
     )

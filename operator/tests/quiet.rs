@@ -11,7 +11,7 @@ use kube::api::ListParams;
 use millrace_crds::IntegrationFlow;
 use millrace_operator::context::Settings;
 use millrace_operator::metrics::Metrics;
-use millrace_operator::render::RenderSettings;
+use millrace_render::RenderSettings;
 mod support;
 use support::apply;
 

@@ -15,7 +15,7 @@ use lapin::{BasicProperties, Connection, ConnectionProperties};
 use millrace_crds::{EventContract, IntegrationFlow, PartnerConnection};
 use millrace_operator::context::Settings;
 use millrace_operator::metrics::Metrics;
-use millrace_operator::render::RenderSettings;
+use millrace_render::RenderSettings;
 mod support;
 use support::apply;
 

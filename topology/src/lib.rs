@@ -1,9 +1,8 @@
 //! RabbitMQ topology of a Millrace flow, shared by the operator (which owns it in clusters) and
 //! the worker (which declares it for local runs and tests).
 //!
-//! [`plan`] is pure: the same [`FlowConfig`] always gives the same [`TopologyPlan`]. [`declare`]
-//! applies a plan idempotently and [`delete`] removes it, keeping queues that still hold data
-//! when asked to.
+//! [`plan`] is pure: the same [`FlowConfig`] always gives the same [`TopologyPlan`]. This crate
+//! does no I/O; `millrace-broker` declares and deletes a plan on RabbitMQ.
 //!
 //! The layout of one flow `millrace.<ns>.<flow>`:
 //!
@@ -17,10 +16,8 @@
 //! | `<base>.partition` (exchange) | `x-consistent-hash` | ordered flows: splits by the `x-millrace-partition-key` header |
 //! | `<base>.p<i>` | quorum, single active consumer | ordered flows: partition `i` |
 
-mod declare;
 mod plan;
 
-pub use declare::{DeleteReport, TopologyError, declare, delete};
 pub use plan::{
     ArgumentValue, BindingSpec, ExchangeSpec, ExchangeType, PARTITION_KEY_HEADER, QueueRole,
     QueueSpec, ROUTING_KEY_DEAD_LETTER, ROUTING_KEY_INGEST, ROUTING_KEY_RETRY, TopologyPlan, plan,

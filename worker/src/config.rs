@@ -62,7 +62,7 @@ impl SecretResolver {
             return Ok(v.clone());
         }
         if let Ok(v) = std::env::var(&source.env) {
-            return Ok(v);
+            return Ok(millrace_crds::secret::normalize(&v));
         }
         let Some((client, namespace)) = &self.kube else {
             return Err(ConfigError::new(
@@ -74,40 +74,20 @@ impl SecretResolver {
             ));
         };
         let api: kube::Api<Secret> = kube::Api::namespaced(client.clone(), namespace);
-        let secret = api.get(&source.secret_name).await.map_err(|e| {
+        let secret = api.get_opt(&source.secret_name).await.map_err(|e| {
             ConfigError::new(
                 format!("secret {}", source.env),
                 format!("reading Secret {namespace}/{}: {e}", source.secret_name),
             )
         })?;
-        let bytes = secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(&source.secret_key))
-            .map(|b| b.0.clone())
-            .or_else(|| {
-                secret
-                    .string_data
-                    .as_ref()
-                    .and_then(|d| d.get(&source.secret_key))
-                    .map(|s| s.clone().into_bytes())
-            })
-            .ok_or_else(|| {
-                ConfigError::new(
-                    format!("secret {}", source.env),
-                    format!(
-                        "Secret {namespace}/{} has no key {:?}",
-                        source.secret_name, source.secret_key
-                    ),
-                )
-            })?;
-        String::from_utf8(bytes).map_err(|_| {
+        let key = millrace_crds::SecretKeyRef {
+            name: source.secret_name.clone(),
+            key: source.secret_key.clone(),
+        };
+        millrace_crds::secret::secret_text(secret.as_ref(), &key).map_err(|e| {
             ConfigError::new(
                 format!("secret {}", source.env),
-                format!(
-                    "Secret {namespace}/{} key {:?} is not UTF-8",
-                    source.secret_name, source.secret_key
-                ),
+                format!("in namespace {namespace}: {e}"),
             )
         })
     }

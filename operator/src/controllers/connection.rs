@@ -6,22 +6,13 @@ use std::time::{Duration, Instant};
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use millrace_crds::conditions::{ConditionStatus, set_condition};
-use millrace_crds::connection::{PartnerConnection, ProbeResult};
+use millrace_crds::connection::{PartnerConnection, ProbeResult, condition, reason};
+use millrace_render::references::connection_names;
 
 use super::{apply_pause, measured, now, write_status};
 use crate::context::{Context, ProbeMemo};
 use crate::error::{Error, Result};
 use crate::secrets;
-
-/// Condition types of a connection.
-pub mod condition {
-    /// Every referenced Secret and key exists.
-    pub const CREDENTIALS_RESOLVED: &str = "CredentialsResolved";
-    /// The last probe reached the endpoint.
-    pub const REACHABLE: &str = "Reachable";
-    /// Credentials resolve and the endpoint is reachable.
-    pub const READY: &str = "Ready";
-}
 
 /// Reconciles one PartnerConnection.
 pub async fn reconcile(conn: Arc<PartnerConnection>, ctx: Arc<Context>) -> Result<Action> {
@@ -92,7 +83,10 @@ async fn apply(conn: &PartnerConnection, ctx: &Context) -> Result<Action> {
     }
     let (reason, message) = match &credential_error {
         Some((r, m)) => (*r, m.clone()),
-        None => ("Resolved", "every referenced Secret key exists".to_string()),
+        None => (
+            reason::RESOLVED,
+            "every referenced Secret key exists".to_string(),
+        ),
     };
     set_condition(
         &mut status.conditions,
@@ -144,8 +138,11 @@ async fn apply(conn: &PartnerConnection, ctx: &Context) -> Result<Action> {
     };
     let reachable = outcome.is_ok();
     let (reason, message) = match &outcome {
-        Ok(ms) => ("Reachable", format!("the endpoint answered in {ms} ms")),
-        Err(e) => ("Unreachable", e.clone()),
+        Ok(ms) => (
+            reason::REACHABLE,
+            format!("the endpoint answered in {ms} ms"),
+        ),
+        Err(e) => (reason::UNREACHABLE, e.clone()),
     };
     // Keep the message stable between probes so an unchanged verdict writes nothing.
     let message = if reachable {
@@ -180,13 +177,13 @@ async fn apply(conn: &PartnerConnection, ctx: &Context) -> Result<Action> {
     let ready = credential_error.is_none() && reachable;
     let (reason, message) = if ready {
         (
-            "Ready",
+            reason::READY,
             "credentials resolve and the endpoint is reachable".to_string(),
         )
     } else if let Some((r, m)) = &credential_error {
         (*r, m.clone())
     } else {
-        ("Unreachable", outcome.err().unwrap_or_default())
+        (reason::UNREACHABLE, outcome.err().unwrap_or_default())
     };
     set_condition(
         &mut status.conditions,
@@ -203,7 +200,7 @@ async fn apply(conn: &PartnerConnection, ctx: &Context) -> Result<Action> {
         .state()
         .iter()
         .filter(|f| f.namespace().as_deref() == Some(ns.as_str()))
-        .filter(|f| super::flow::connection_names(&f.spec).contains(&name))
+        .filter(|f| connection_names(&f.spec).contains(&name))
         .map(|f| f.name_any())
         .collect();
     used_by.sort();

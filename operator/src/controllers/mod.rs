@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 
 use crate::context::Context;
 use crate::error::Result;
-use crate::render::APPLIED_HASH_ANNOTATION;
+use millrace_render::APPLIED_HASH_ANNOTATION;
 
 /// Field manager of every write the operator makes.
 pub const MANAGER: &str = "millrace-operator";

@@ -12,7 +12,8 @@ pub struct ContractValidator {
 impl ContractValidator {
     /// Compiles `schema` (draft detected from `$schema`, 2020-12 by default).
     pub fn compile(name: &str, version: u32, schema: &Value) -> Result<Self, String> {
-        let validator = jsonschema::validator_for(schema).map_err(|e| e.to_string())?;
+        // The same compilation that judges contract examples, so examples and events agree.
+        let validator = millrace_render::contract::validator(schema)?;
         Ok(Self {
             validator,
             contract: format!("{name}/v{version}"),

@@ -99,7 +99,7 @@ pub enum SessionError {
     Broker(#[from] lapin::Error),
     /// Declaring the topology failed.
     #[error("topology: {0}")]
-    Topology(#[from] millrace_topology::TopologyError),
+    Topology(#[from] millrace_broker::TopologyError),
     /// The broker cancelled the consumer (queue deleted, node down).
     #[error("the broker cancelled the consumer")]
     Cancelled,
@@ -128,7 +128,7 @@ async fn session(
     let connection = connect(&rt.broker_uri, &name).await?;
     let channel = connection.create_channel().await?;
     if settings.declare_topology {
-        millrace_topology::declare(&channel, &rt.flow.plan).await?;
+        millrace_broker::declare(&channel, &rt.flow.plan).await?;
     }
     channel
         .basic_qos(rt.flow.config.prefetch, BasicQosOptions::default())

@@ -126,7 +126,7 @@ impl Fixture {
             .create_channel()
             .await
             .expect("channel");
-        millrace_topology::declare(&channel, &plan)
+        millrace_broker::declare(&channel, &plan)
             .await
             .expect("declaring the flow's topology");
         let _ = channel.close(200, "declared".into()).await;

@@ -1,3 +1,7 @@
+//! Declaring and deleting a flow's RabbitMQ topology (a `millrace_topology::TopologyPlan`) over
+//! AMQP, shared by the operator (which owns the topology in clusters) and the worker (which
+//! declares it for local runs and tests).
+
 //! Applying and removing a [`TopologyPlan`] on a broker.
 
 use lapin::options::{
@@ -7,7 +11,7 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Channel, Connection, ExchangeKind};
 
-use crate::plan::{ArgumentValue, ExchangeType, TopologyPlan};
+use millrace_topology::{ArgumentValue, ExchangeType, TopologyPlan};
 
 /// Why a topology could not be applied or removed.
 #[derive(Debug, thiserror::Error)]

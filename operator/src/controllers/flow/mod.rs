@@ -1,0 +1,152 @@
+//! IntegrationFlow, one step per module:
+//! [`dereference`] (read what the flow names) → judge and render (pure, `millrace-render`) →
+//! [`apply`] (children, then topology) → [`observe`] (rollout, queue health) → [`status`].
+//! [`cleanup`] honours the deletion policy.
+
+mod apply;
+mod cleanup;
+mod dereference;
+mod observe;
+mod status;
+
+use std::sync::Arc;
+
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, ResourceExt};
+use millrace_crds::flow::{IntegrationFlow, IntegrationFlowSpec, QueueFigures, ReplicaCounts};
+use millrace_render::{Verdict, judge_flow};
+
+use super::{apply_pause, measured, now, write_status};
+use crate::context::Context;
+use crate::error::{Error, Result};
+
+/// Finalizer that lets deletion honour `deletionPolicy`.
+pub const FINALIZER: &str = "millrace.dev/topology";
+
+/// Reconciles one IntegrationFlow.
+pub async fn reconcile(flow: Arc<IntegrationFlow>, ctx: Arc<Context>) -> Result<Action> {
+    measured(&ctx, "IntegrationFlow", async {
+        let ns = flow
+            .namespace()
+            .ok_or(Error::MissingMetadata("namespace"))?;
+        let api: Api<IntegrationFlow> = Api::namespaced(ctx.client.clone(), &ns);
+        let old = flow.status.clone().unwrap_or_default();
+        let mut status = old.clone();
+        if apply_pause(&flow.metadata, &mut status) {
+            write_status(&ctx, &api, flow.as_ref(), &old, &status).await?;
+            return Ok(Action::await_change());
+        }
+        finalizer(&api, FINALIZER, flow, |event| async {
+            match event {
+                Finalizer::Apply(flow) => apply(&flow, &ctx, &api).await,
+                Finalizer::Cleanup(flow) => cleanup::cleanup(&flow, &ctx).await,
+            }
+        })
+        .await
+        .map_err(|e| Error::Finalizer(Box::new(e)))
+    })
+    .await
+}
+
+/// One pass over a live flow, top to bottom.
+async fn apply(
+    flow: &IntegrationFlow,
+    ctx: &Context,
+    api: &Api<IntegrationFlow>,
+) -> Result<Action> {
+    let ns = flow
+        .namespace()
+        .ok_or(Error::MissingMetadata("namespace"))?;
+    let name = flow.name_any();
+    let generation = flow.metadata.generation;
+    let old = flow.status.clone().unwrap_or_default();
+    let mut status = old.clone();
+    let flow_ref = ObjectRef::from_obj(flow);
+
+    // 1. Dereference: the only reads of what the flow names.
+    let catalog = dereference::dereference(ctx, &ns, &flow.spec).await?;
+
+    // 2.-3. Validate and build: pure, the same call as `millrace validate` and `millrace render`.
+    let judgement = judge_flow(flow, &catalog, &ctx.settings.render);
+
+    // 4. Apply: children, then topology.
+    let mut topology = Verdict::pending("the flow to be accepted and its references to resolve");
+    let mut deployment = None;
+    if let Some(r) = &judgement.rendered {
+        deployment = apply::apply_children(ctx, &ns, &name, r).await?;
+        topology = apply::declare_topology(ctx, &ns, &flow_ref, &r.config.flows[0], &catalog).await;
+    }
+
+    // 5. Observe: workers, queue health.
+    let desired = judgement
+        .rendered
+        .as_ref()
+        .and_then(|r| r.deployment.spec.replicas)
+        .unwrap_or(0);
+    let workers = match &judgement.rendered {
+        Some(_) => observe::workers(flow, desired, deployment.as_ref()),
+        None => Verdict::pending("the worker Deployment"),
+    };
+    let (healthy, figures) = observe::health(ctx, &flow_ref, topology.ok).await;
+    if let Some(f) = figures {
+        let unchanged = old.queue.as_ref().is_some_and(|q| {
+            q.backlog == f.backlog && q.dead_letters == f.dead_letters && q.consumers == f.consumers
+        });
+        if !unchanged {
+            status.queue = Some(QueueFigures {
+                sampled_at: Some(now()),
+                ..f
+            });
+        }
+    }
+
+    // 6. Status.
+    let verdicts = status::Verdicts {
+        accepted: &judgement.accepted,
+        contracts: &judgement.contracts,
+        connections: &judgement.connections,
+        topology: &topology,
+        workers: &workers,
+        healthy: &healthy,
+    };
+    let t = now();
+    status
+        .conditions
+        .retain(|c| c.type_ != super::PAUSED_CONDITION);
+    status::set_conditions(&mut status, &verdicts, generation, &t);
+    status.observed_generation = generation;
+    status::set_contract(&mut status, judgement.input.as_ref());
+    if let Some(r) = &judgement.rendered {
+        let replicas = ReplicaCounts {
+            desired,
+            ready: observe::available_replicas(deployment.as_ref()),
+        };
+        status::set_revision(&mut status, flow, r, replicas, workers.ok, &t);
+    }
+    ctx.metrics
+        .flow_ready
+        .get_or_create(&crate::metrics::FlowLabels {
+            namespace: ns.clone(),
+            flow: name.clone(),
+        })
+        .set(i64::from(verdicts.ready()));
+    write_status(ctx, api, flow, &old, &status).await?;
+    Ok(Action::requeue(ctx.settings.drift_interval))
+}
+
+/// Maps a changed contract, connection or ConfigMap to the flows in its namespace that use it.
+pub fn flows_using(
+    ctx: &Context,
+    ns: Option<String>,
+    pred: impl Fn(&IntegrationFlowSpec) -> bool,
+) -> Vec<ObjectRef<IntegrationFlow>> {
+    ctx.flows
+        .state()
+        .iter()
+        .filter(|f| f.namespace() == ns)
+        .filter(|f| pred(&f.spec))
+        .map(|f| ObjectRef::from_obj(f.as_ref()))
+        .collect()
+}
