@@ -27,7 +27,7 @@ crds: ## Regenerate the checked-in CRD YAML (crds/yaml and the chart)
 	hack/gen-crds.sh
 
 test: env-up ## Bring the local environment up, then run every test
-	$(CARGO) build -p millrace-operator -p millrace-worker -p millrace-simulator
+	$(CARGO) build -p millrace-operator -p millrace-worker -p millrace-simulator -p millrace-cli
 	$(CARGO) test --workspace --no-fail-fast
 
 test-unit: ## Unit tests only (no services needed)

@@ -1,15 +1,22 @@
-//! `millrace`: offline checks for Millrace manifests, usable as a kubectl plugin.
+//! `millrace`: the Millrace command line, usable as a kubectl plugin (`kubectl millrace ...`).
+//! `validate` and `render` run offline, on files, with the operator's own code; `diff` compares
+//! a rendered set with the cluster.
 //!
 //! Exit codes are part of the interface, for CI pipelines: 0 means the check passed, 1 means
 //! it ran and found a problem (an incompatible schema, a rejected contract), 2 means it could
 //! not run (unreadable input, bad arguments).
 
+mod analysis;
 mod contracts;
+mod diff;
 mod input;
+mod manifest;
+mod render;
+mod validate;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Millrace: governed, versioned business events between ERP and supply-chain execution systems.
 #[derive(Debug, Parser)]
@@ -21,9 +28,25 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Check manifests as the cluster would: OpenAPI schemas, CEL rules, and what the operator
+    /// judges across objects (references, jq, schemas, examples, compatibility). Exit 0 valid,
+    /// 1 invalid, 2 unreadable input.
+    Validate(validate::ValidateArgs),
+    /// Print the objects the operator would apply for each flow: ConfigMap, Deployment,
+    /// Service and PDB. Exit 0 rendered, 1 invalid set, 2 unreadable input.
+    Render(render::RenderArgs),
+    /// Compare the rendered set with the live cluster, field by field. Exit 0 no change,
+    /// 1 changes, 2 unreadable input, invalid set or unreachable cluster.
+    Diff(diff::DiffArgs),
     /// Event contracts: schema compatibility and manifest checks.
     #[command(subcommand)]
     Contracts(contracts::ContractsCommand),
+    /// Print a shell completion script: `source <(millrace completion bash)`.
+    Completion {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 /// How a command ended, mapped onto the process exit code.
@@ -50,7 +73,19 @@ impl From<Outcome> for ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
+        Command::Validate(args) => validate::run(&args),
+        Command::Render(args) => render::run(&args),
+        Command::Diff(args) => diff::run(&args),
         Command::Contracts(command) => contracts::run(command),
+        Command::Completion { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "millrace",
+                &mut std::io::stdout(),
+            );
+            Outcome::Passed
+        }
     };
     outcome.into()
 }

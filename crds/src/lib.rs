@@ -13,6 +13,7 @@ pub mod connection;
 pub mod contract;
 pub mod error;
 pub mod flow;
+pub mod json_schema;
 pub mod naming;
 pub mod secret;
 pub mod worker_config;

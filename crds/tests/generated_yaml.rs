@@ -34,6 +34,34 @@ fn checked_in_crds_are_current() {
 }
 
 #[test]
+fn kubeconform_schemas_are_current() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas");
+    let mut expected = 0;
+    for crd in millrace_crds::all_crds() {
+        for (path, schema) in millrace_crds::json_schema::kubeconform_schemas(&crd) {
+            expected += 1;
+            let file = dir.join(&path);
+            let text = std::fs::read_to_string(&file)
+                .unwrap_or_else(|e| panic!("{} is missing ({e}); run `make crds`", file.display()));
+            let checked_in: serde_json::Value =
+                serde_json::from_str(&text).expect("checked-in schema parses");
+            assert!(
+                checked_in == schema,
+                "{} is stale: run `make crds` and commit the result",
+                file.display()
+            );
+        }
+    }
+    let found = std::fs::read_dir(dir.join(millrace_crds::GROUP))
+        .expect("crds/schemas/millrace.dev exists")
+        .count();
+    assert_eq!(
+        found, expected,
+        "crds/schemas holds schemas that no type generates"
+    );
+}
+
+#[test]
 fn chart_crds_are_current() {
     let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/millrace/crds");
     if chart.exists() {

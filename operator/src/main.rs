@@ -27,6 +27,9 @@ enum Command {
         /// Write `<plural>.millrace.dev.yaml` files here instead of printing.
         #[arg(long)]
         out_dir: Option<PathBuf>,
+        /// Also write JSON Schemas for kubeconform here, as `<group>/<kind>_<version>.json`.
+        #[arg(long)]
+        schemas_dir: Option<PathBuf>,
     },
     /// Run the controllers against the cluster in KUBECONFIG, or in-cluster.
     Run(RunArgs),
@@ -78,7 +81,10 @@ async fn main() -> anyhow::Result<()> {
     // Both ring (kube) and aws-lc-rs (lapin) are compiled in; rustls needs one chosen.
     let _ = rustls::crypto::ring::default_provider().install_default();
     match Cli::parse().command {
-        Command::Crds { out_dir } => print_crds(out_dir),
+        Command::Crds {
+            out_dir,
+            schemas_dir,
+        } => print_crds(out_dir, schemas_dir),
         Command::Run(args) => {
             let filter = tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info".into());
@@ -117,8 +123,19 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-fn print_crds(out_dir: Option<PathBuf>) -> anyhow::Result<()> {
+fn print_crds(out_dir: Option<PathBuf>, schemas_dir: Option<PathBuf>) -> anyhow::Result<()> {
     let crds = millrace_crds::all_crds();
+    if let Some(dir) = schemas_dir {
+        for crd in &crds {
+            for (path, schema) in millrace_crds::json_schema::kubeconform_schemas(crd) {
+                let path = dir.join(path);
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                std::fs::write(&path, serde_json::to_string_pretty(&schema)? + "\n")?;
+            }
+        }
+    }
     match out_dir {
         Some(dir) => {
             std::fs::create_dir_all(&dir)?;

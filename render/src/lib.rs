@@ -16,8 +16,7 @@
 //! | [`objects`] | its ConfigMap, Deployment, Service and PDB |
 //! | [`digest`] | revision, release digest, canonical JSON, the applied-hash stamp |
 //! | [`settings`] | the operator-wide settings that shape objects, read from the chart's values |
-//!
-//! The topology plan of a flow comes from `millrace-topology` ([`topology_plan`]).
+//! | [`topology`] | the flow's RabbitMQ plan (from `millrace-topology`) and changes the broker cannot apply in place |
 
 pub mod contract;
 pub mod digest;
@@ -26,6 +25,7 @@ pub mod jq;
 pub mod objects;
 pub mod references;
 pub mod settings;
+pub mod topology;
 pub mod worker_config;
 
 pub use digest::{APPLIED_HASH_ANNOTATION, canonical_json, digest, release_digest, stamp};
@@ -33,11 +33,5 @@ pub use flow::{FlowJudgement, Verdict, judge_flow};
 pub use objects::{CONFIG_HASH_ANNOTATION, FLOW_LABEL, RenderedFlow, WORKER_PORT, render};
 pub use references::{Catalog, ConnectionEntry, ContractEntry, Readiness};
 pub use settings::RenderSettings;
+pub use topology::{migration_warnings, plan_document, topology_plan};
 pub use worker_config::{FlowInputs, ResolvedContract, secret_env_name, worker_config};
-
-/// The RabbitMQ topology a rendered flow needs: queues, tiers, DLQ, archive and bindings.
-pub fn topology_plan(
-    flow: &millrace_crds::worker_config::FlowConfig,
-) -> millrace_topology::TopologyPlan {
-    millrace_topology::plan(flow)
-}

@@ -11,7 +11,7 @@ use millrace_crds::connection::{PartnerConnection, condition as conn_condition};
 use millrace_crds::contract::{ContractVersionStatus, EventContract};
 use millrace_crds::flow::IntegrationFlowSpec;
 
-use crate::contract::version_statuses;
+use crate::contract::{VersionVerdict, judge_contract, mode};
 
 /// Every PartnerConnection a flow spec names, each with the first field that names it, sorted
 /// by name.
@@ -97,7 +97,14 @@ impl ContractEntry {
 
     /// A contract judged now, as the operator would judge it (offline use).
     pub fn judged(contract: EventContract) -> Self {
-        let versions = version_statuses(&contract.spec);
+        let verdicts = judge_contract(&contract.spec);
+        Self::from_verdicts(contract, &verdicts)
+    }
+
+    /// A contract with the verdicts of [`judge_contract`] on its spec.
+    pub fn from_verdicts(contract: EventContract, verdicts: &[VersionVerdict]) -> Self {
+        let m = mode(contract.spec.compatibility);
+        let versions: Vec<ContractVersionStatus> = verdicts.iter().map(|v| v.status(m)).collect();
         let latest_accepted = versions
             .iter()
             .filter(|v| v.accepted)

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::api::{DynamicObject, GroupVersionKind, Patch, PatchParams, ValidationDirective};
 use kube::discovery::{ApiCapabilities, ApiResource, Scope, pinned_kind};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client};
@@ -155,7 +155,9 @@ async fn dry_run_apply(
         .name
         .clone()
         .expect("every manifest has a name");
-    let params = PatchParams::apply(FIELD_MANAGER).dry_run().force();
+    // Strict field validation, as `kubectl apply --validate=strict` (kubectl's default) asks.
+    let mut params = PatchParams::apply(FIELD_MANAGER).dry_run().force();
+    params.field_validation = Some(ValidationDirective::Strict);
     api.patch(&name, &params, &Patch::Apply(&object))
         .await
         .map(|_| ())
@@ -258,4 +260,140 @@ async fn invalid_manifests_are_refused_naming_the_field() {
         fixtures.len(),
         wrong.join("\n  ")
     );
+}
+
+/// The `millrace` binary built next to this test (`make test` builds it first).
+fn millrace_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let bin = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target dir")
+        .join("millrace");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p millrace-cli` (make test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// `millrace validate --allow-missing-refs -o json` of one file, offline: the field paths of the
+/// errors, by `Kind/name`. Missing references are the cluster's business at reconcile time, not
+/// admission's, so they are only warnings here.
+fn offline_errors(file: &Path) -> HashMap<String, Vec<String>> {
+    let out = std::process::Command::new(millrace_binary())
+        .args(["validate", "--allow-missing-refs", "-o", "json"])
+        .arg(file)
+        .env_remove("KUBECONFIG")
+        .output()
+        .expect("millrace runs");
+    assert!(
+        matches!(out.status.code(), Some(0 | 1)),
+        "{}: millrace validate exited {:?}: {}",
+        shown(file),
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let problems: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{}: validate -o json is not a list: {e}", shown(file)));
+    let mut errors: HashMap<String, Vec<String>> = HashMap::new();
+    for p in problems.iter().filter(|p| p["severity"] == "error") {
+        errors
+            .entry(format!(
+                "{}/{}",
+                p["kind"].as_str().unwrap_or(""),
+                p["name"].as_str().unwrap_or("")
+            ))
+            .or_default()
+            .push(p["field"].as_str().unwrap_or("").to_string());
+    }
+    errors
+}
+
+#[tokio::test]
+async fn offline_validate_gives_the_apiservers_verdict() {
+    let ns = TestNamespace::create("env-parity").await;
+    install_crds(&ns.client()).await;
+    let mut kinds = Kinds::new(ns.client());
+
+    // Every admission fixture, every example, and a few refusals the fixtures do not cover.
+    let extra = tempfile_dir();
+    for (name, text) in [
+        (
+            "unknown-field.yaml",
+            "apiVersion: millrace.dev/v1alpha1\nkind: PartnerConnection\nmetadata: {name: erp}\nspec: {system: ERP, colour: blue, http: {baseUrl: https://erp.example.com}}\n",
+        ),
+        (
+            "bad-name.yaml",
+            "apiVersion: millrace.dev/v1alpha1\nkind: EventContract\nmetadata: {name: Not_A_Name}\nspec: {type: com.acme.x.v1, versions: [{version: 1, schema: {type: object}}]}\n",
+        ),
+        (
+            "wrong-type.yaml",
+            "apiVersion: millrace.dev/v1alpha1\nkind: IntegrationFlow\nmetadata: {name: typed}\nspec: {version: 1.0.0, source: {amqp: {connection: bus, exchange: x, routingKeys: [a]}}, contract: {name: c}, routes: [{name: r, destination: {connection: bus, amqp: {exchange: y}}}], workers: {replicas: many}}\n",
+        ),
+    ] {
+        std::fs::write(extra.join(name), text).expect("fixture written");
+    }
+    let mut files = yaml_files(&repo_root().join("tests/fixtures/invalid"));
+    files.extend(yaml_files(&repo_root().join("examples")));
+    files.extend(yaml_files(&extra));
+
+    let mut disagreements = Vec::new();
+    let mut checked = 0;
+    for file in &files {
+        let offline = offline_errors(file);
+        for doc in documents(file) {
+            let object = object_from(file, doc);
+            let kind = object
+                .types
+                .as_ref()
+                .map(|t| t.kind.clone())
+                .unwrap_or_default();
+            let id = format!(
+                "{kind}/{}",
+                object.metadata.name.clone().unwrap_or_default()
+            );
+            let fields = offline.get(&id).cloned().unwrap_or_default();
+            checked += 1;
+            match dry_run_apply(&mut kinds, ns.name(), object).await {
+                Ok(()) if fields.is_empty() => {}
+                Ok(()) => disagreements.push(format!(
+                    "{} {id}: the apiserver accepts it, millrace validate refuses {fields:?}",
+                    shown(file)
+                )),
+                Err(e) => {
+                    let message = match &e {
+                        kube::Error::Api(status) => status.message.clone(),
+                        other => other.to_string(),
+                    };
+                    if fields.is_empty() {
+                        disagreements.push(format!(
+                            "{} {id}: the apiserver refuses it ({message}), millrace validate accepts it",
+                            shown(file)
+                        ));
+                    } else if let Some(f) = fields.iter().find(|f| !message.contains(f.as_str())) {
+                        disagreements.push(format!(
+                            "{} {id}: millrace validate names {f}, the apiserver says: {message}",
+                            shown(file)
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked > 60, "only {checked} objects checked");
+    assert!(
+        disagreements.is_empty(),
+        "{} of {checked} verdicts differ:\n  {}",
+        disagreements.len(),
+        disagreements.join("\n  ")
+    );
+}
+
+/// A fresh directory under the system temp dir, for generated manifests.
+fn tempfile_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("millrace-parity-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
 }
