@@ -8,7 +8,7 @@ export CARGO_TARGET_DIR ?= $(MILLRACE_HOME)/target
 export KUBECONFIG_LOCAL := $(MILLRACE_HOME)/env/kubeconfig
 CARGO ?= cargo
 
-.PHONY: help build lint fmt crds crds-check test test-unit test-integration env-up env-down env-status env-kubeconfig bench demo demo-down
+.PHONY: help build lint fmt crds crds-check test test-unit test-integration env-up env-down env-status env-kubeconfig bench bench-cli demo demo-down
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -45,8 +45,12 @@ env-status: ## Show what runs, its versions and its endpoints
 env-kubeconfig: ## Print the path of the local kubeconfig
 	@echo $(KUBECONFIG_LOCAL)
 
-bench: env-up ## Benchmarks: worker pipeline vs a bare lapin loop, side by side (see docs/benchmarks.md)
+bench: env-up ## Benchmarks: worker pipeline vs a bare lapin loop, side by side, then the CLI (see docs/benchmarks.md)
 	@hack/bench.sh
+	@hack/bench-cli.sh
+
+bench-cli: ## Benchmark: millrace validate and render of 1,000 generated flows (no services needed)
+	@hack/bench-cli.sh
 
 demo: ## Build, start the local environment, run the manufacturing scenario and account for every event
 	@hack/demo.sh

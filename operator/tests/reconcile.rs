@@ -73,17 +73,7 @@ impl Drop for Worker {
 
 /// Starts the worker binary built next to this test (`make test` builds it first).
 fn start_worker(ns: &str, configmap: &str) -> Worker {
-    let dir = std::env::current_exe().expect("test binary path");
-    let bin = dir
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target dir")
-        .join("millrace-worker");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p millrace-worker` (make test does)",
-        bin.display()
-    );
+    let bin = support::binary("millrace-worker");
     let child = std::process::Command::new(&bin)
         .args([
             "--configmap",

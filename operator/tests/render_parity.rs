@@ -47,10 +47,8 @@ async fn apply_example(client: &Client, ns: &str, broker: &TestVhost) -> Vec<Str
     for mut doc in documents_under(std::path::Path::new(EXAMPLE)) {
         match doc["kind"].as_str() {
             Some("Namespace") => continue,
-            Some("Secret") => {
-                if doc["stringData"].get("uri").is_some() {
-                    doc["stringData"]["uri"] = broker.amqp_uri().into();
-                }
+            Some("Secret") if doc["stringData"].get("uri").is_some() => {
+                doc["stringData"]["uri"] = broker.amqp_uri().into();
             }
             Some("IntegrationFlow") => flows.push(
                 doc["metadata"]["name"]

@@ -12,36 +12,9 @@ use millrace_crds::worker_config::{SecretSource, WorkerConfig};
 
 use crate::pipeline::CompiledFlow;
 
-/// Why a config cannot run. Names the field and says how to fix it.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct ConfigError {
-    /// Dotted path of the bad field.
-    pub field: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl ConfigError {
-    /// An error on `field`.
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-
-    /// A bounded label for metrics.
-    pub fn metric_label(&self) -> &'static str {
-        "invalid_config"
-    }
-}
-
-impl From<millrace_crds::worker_config::WorkerConfigError> for ConfigError {
-    fn from(e: millrace_crds::worker_config::WorkerConfigError) -> Self {
-        Self::new(e.field, e.message)
-    }
-}
+/// Why a config cannot run: the field at fault and how to fix it (the one field-error shape of
+/// `millrace-crds`, shared with the operator and the CLI).
+pub type ConfigError = millrace_crds::FieldError;
 
 /// Secret values given directly, by the env var name of their [`SecretSource`].
 pub type SecretValues = HashMap<String, String>;

@@ -5,7 +5,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use millrace_compat::{CompatError, CompatibilityMode, check_versions};
+use millrace_compat::CompatibilityMode;
+use millrace_render::contract::{Rejection, VersionInput, judge_versions};
 use serde_json::Value;
 
 use crate::Outcome;
@@ -23,21 +24,21 @@ pub struct CheckArgs {
 }
 
 /// Why a contract (or one of its versions) is rejected.
-struct Rejection {
+struct Finding {
     version: Option<u64>,
     reason: String,
 }
 
-impl Rejection {
+impl Finding {
     fn contract(reason: impl Into<String>) -> Self {
-        Rejection {
+        Finding {
             version: None,
             reason: reason.into(),
         }
     }
 
     fn version(version: u64, reason: impl Into<String>) -> Self {
-        Rejection {
+        Finding {
             version: Some(version),
             reason: reason.into(),
         }
@@ -49,7 +50,7 @@ struct ContractReport {
     name: String,
     mode: Option<CompatibilityMode>,
     versions: usize,
-    rejections: Vec<Rejection>,
+    rejections: Vec<Finding>,
 }
 
 impl fmt::Display for ContractReport {
@@ -157,7 +158,7 @@ fn check_contract(document: &Value) -> ContractReport {
         rejections: Vec::new(),
     };
     if document["metadata"]["name"].as_str().is_none() {
-        report.rejections.push(Rejection::contract(
+        report.rejections.push(Finding::contract(
             "metadata.name is missing: name the contract",
         ));
     }
@@ -168,7 +169,7 @@ fn check_contract(document: &Value) -> ContractReport {
         Some(value) => match serde_json::from_value::<CompatibilityMode>(value.clone()) {
             Ok(mode) => Some(mode),
             Err(_) => {
-                report.rejections.push(Rejection::contract(format!(
+                report.rejections.push(Finding::contract(format!(
                     "spec.compatibility {value} is not a mode: use one of None, Backward, \
                      BackwardTransitive, Forward, ForwardTransitive, Full, FullTransitive"
                 )));
@@ -181,7 +182,7 @@ fn check_contract(document: &Value) -> ContractReport {
         .and_then(Value::as_array)
         .filter(|v| !v.is_empty())
     else {
-        report.rejections.push(Rejection::contract(
+        report.rejections.push(Finding::contract(
             "spec.versions is missing or empty: add version 1 with a schema",
         ));
         return report;
@@ -199,51 +200,64 @@ fn check_contract(document: &Value) -> ContractReport {
         return report;
     }
 
-    for entry in &entries {
-        check_schema_and_examples(entry, &mut report.rejections);
-    }
-
     if let Some(mode) = report.mode {
-        let schemas: Vec<&Value> = entries.iter().map(|e| e.schema).collect();
-        match check_versions(mode, &schemas) {
-            Ok(verdicts) => {
-                for verdict in verdicts.iter().filter(|v| !v.compatible) {
-                    let number = entries[verdict.index].number;
-                    for broken in &verdict.breaking_changes {
-                        report.rejections.push(Rejection::version(
+        // The one verdict the operator writes to status: schemas compile and examples validate as
+        // the worker validates events, and versions are compatible with the accepted ones before.
+        let inputs: Vec<VersionInput<'_>> = entries
+            .iter()
+            .map(|e| VersionInput {
+                version: e.number as u32,
+                schema: e.schema,
+                examples: e.examples,
+            })
+            .collect();
+        for verdict in judge_versions(mode, &inputs) {
+            let number = u64::from(verdict.version);
+            match verdict.rejection {
+                None => {}
+                Some(Rejection::SchemaInvalid(e)) => report.rejections.push(Finding::version(
+                    number,
+                    format!("the schema does not compile as JSON Schema: {e}"),
+                )),
+                Some(Rejection::ExampleInvalid { index, problems }) => {
+                    report.rejections.push(Finding::version(
+                        number,
+                        format!(
+                            "example {} does not validate against the schema: {}",
+                            index + 1,
+                            problems.join("; ")
+                        ),
+                    ))
+                }
+                Some(Rejection::Incompatible(changes)) => {
+                    for (against, change) in changes {
+                        report.rejections.push(Finding::version(
                             number,
                             format!(
-                                "{} {} breaks {mode} compatibility with version {}",
-                                broken.change.kind,
-                                broken.change.path,
-                                entries[broken.against].number
+                                "{} {} breaks {mode} compatibility with version {against}",
+                                change.kind, change.path
                             ),
                         ));
                     }
                 }
+                Some(Rejection::Uncomparable(e)) => report.rejections.push(Finding::version(
+                    number,
+                    format!("the schema cannot be compared with other versions: {e}"),
+                )),
             }
-            Err(CompatError::Version { index, source }) => {
-                report.rejections.push(Rejection::version(
-                    entries[index].number,
-                    format!("the schema cannot be compared with other versions: {source}"),
-                ));
-            }
-            Err(e) => report.rejections.push(Rejection::contract(format!(
-                "the versions cannot be compared: {e}"
-            ))),
         }
     }
     report
 }
 
-fn read_version(raw: &Value, position: usize) -> Result<VersionEntry<'_>, Rejection> {
+fn read_version(raw: &Value, position: usize) -> Result<VersionEntry<'_>, Finding> {
     let at = format!("spec.versions[{position}]");
     let number = raw.get("version").and_then(Value::as_u64).ok_or_else(|| {
-        Rejection::contract(format!("{at}.version is missing or not a positive integer"))
+        Finding::contract(format!("{at}.version is missing or not a positive integer"))
     })?;
     let expected = position as u64 + 1;
     if number != expected {
-        return Err(Rejection::version(
+        return Err(Finding::version(
             number,
             format!(
                 "{at} is numbered {number}: versions must be numbered 1, 2, 3 ... in order, so this one must be {expected}"
@@ -251,7 +265,7 @@ fn read_version(raw: &Value, position: usize) -> Result<VersionEntry<'_>, Reject
         ));
     }
     let schema = raw.get("schema").ok_or_else(|| {
-        Rejection::version(
+        Finding::version(
             number,
             "schema is missing: add the JSON Schema of this version",
         )
@@ -260,7 +274,7 @@ fn read_version(raw: &Value, position: usize) -> Result<VersionEntry<'_>, Reject
         None => &[][..],
         Some(Value::Array(examples)) => examples.as_slice(),
         Some(_) => {
-            return Err(Rejection::version(
+            return Err(Finding::version(
                 number,
                 "examples must be a list of example events",
             ));
@@ -271,42 +285,4 @@ fn read_version(raw: &Value, position: usize) -> Result<VersionEntry<'_>, Reject
         schema,
         examples,
     })
-}
-
-/// The schema must compile as JSON Schema and every example must validate against it.
-fn check_schema_and_examples(entry: &VersionEntry<'_>, rejections: &mut Vec<Rejection>) {
-    let validator = match jsonschema::options()
-        .should_validate_formats(true)
-        .build(entry.schema)
-    {
-        Ok(validator) => validator,
-        Err(e) => {
-            rejections.push(Rejection::version(
-                entry.number,
-                format!("the schema does not compile as JSON Schema: {e}"),
-            ));
-            return;
-        }
-    };
-    for (index, example) in entry.examples.iter().enumerate() {
-        let problems: Vec<String> = validator
-            .iter_errors(example)
-            .take(3)
-            .map(|error| {
-                let at = error.instance_path().to_string();
-                let at = if at.is_empty() { "/".to_string() } else { at };
-                format!("at {at}: {error}")
-            })
-            .collect();
-        if !problems.is_empty() {
-            rejections.push(Rejection::version(
-                entry.number,
-                format!(
-                    "example {} does not validate against the schema: {}",
-                    index + 1,
-                    problems.join("; ")
-                ),
-            ));
-        }
-    }
 }

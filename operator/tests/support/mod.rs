@@ -1,4 +1,5 @@
-//! Shared by the operator's integration tests.
+//! Shared by the operator's integration tests. Each test binary uses a part of it.
+#![allow(dead_code)]
 
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::{Api, Client};
