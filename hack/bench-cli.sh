@@ -2,7 +2,9 @@
 # `make bench-cli`: `millrace validate` and `millrace render` of a generated set of N flows
 # (default 1000) with their contracts, connections and lookup ConfigMaps, in release mode.
 #
-# Rounds alternate validate and render; every round is printed, and the medians are reported.
+# Every flow has jq programs of its own (no two flows share a program), so nothing is judged once
+# for many flows. Rounds alternate validate and render; every round is printed, and the medians are
+# reported.
 # The last line is
 #   bench-cli: flows=N objects=M validate_s=X render_s=Y total_s=X+Y goal_s=2.0
 # Knobs (environment): BENCH_CLI_FLOWS (default 1000), BENCH_CLI_ROUNDS (default 5).
@@ -100,17 +102,17 @@ spec:
   transform:
     jq: |
       {{receipt: .id, plant: $plants[.site], material: .material, qty: (.qty.value | tonumber),
-        unit: .qty.unit, batch: (.batch // null), source: $source}}
+        unit: .qty.unit, batch: (.batch // null), source: $source, flow: {i}}}
     lookups: [{{name: plants, configMapRef: {{name: plants-{lookup}}}}}]
     args: {{source: wms-{i}}}
   routes:
     - name: erp
-      when: '.qty > 0'
+      when: '.qty > {i % 5}'
       destination: {{connection: erp-{erp}, http: {{method: POST, path: /goods-receipts}}}}
     - name: canonical
       destination: {{connection: bus-{bus}, amqp: {{exchange: canonical.events, routingKey: receipt.posted}}}}
   delivery:
-    idempotency: {{key: '.id', window: 24h}}
+    idempotency: {{key: '.id + \":{i}\"', window: 24h}}
   replay: {{retention: 3d}}
   sla: {{maxLatency: 30s}}
   workers: {{replicas: 2, prefetch: 200}}

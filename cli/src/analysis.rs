@@ -150,6 +150,32 @@ fn typed<K: DeserializeOwned>(
     }
 }
 
+/// Judges every flow, in order, spreading them over the available cores.
+fn judge_all(
+    flows: &[(Manifest, IntegrationFlow)],
+    catalogs: &BTreeMap<String, Catalog>,
+    settings: &RenderSettings,
+) -> Vec<FlowJudgement> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = flows.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = flows
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|(m, f)| judge_flow(f, &catalogs[&m.namespace], settings))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
+}
+
 /// Judges `manifests`. `live` holds catalogs of objects already in the cluster, by namespace;
 /// objects in the set take their place.
 pub fn analyse(
@@ -194,11 +220,17 @@ pub fn analyse(
         }
         let violations = admission.validate(&m.value);
         if !violations.is_empty() {
-            problems.extend(
-                violations
-                    .into_iter()
-                    .map(|v| problem(m, v.field, v.message)),
-            );
+            problems.extend(violations.into_iter().map(|v| {
+                if v.field.is_empty() {
+                    // The apiserver's note that CEL rules were skipped after other errors: it
+                    // names no field and refuses nothing by itself.
+                    let mut p = problem(m, "spec", v.message);
+                    p.severity = Severity::Warning;
+                    p
+                } else {
+                    problem(m, v.field, v.message)
+                }
+            }));
             continue;
         }
         match m.kind.as_str() {
@@ -253,10 +285,11 @@ pub fn analyse(
         }
     }
 
-    // (3): flows, as the flow controller judges them.
+    // (3): flows, as the flow controller judges them; on every core, since compiling jq
+    // dominates and flows are independent.
+    let judgements = judge_all(&flows, &catalogs, settings);
     let mut judged = Vec::new();
-    for (m, flow) in flows {
-        let judgement = judge_flow(&flow, &catalogs[&m.namespace], settings);
+    for ((m, flow), judgement) in flows.into_iter().zip(judgements) {
         for v in judgement.verdicts().into_iter().filter(|v| !v.ok) {
             let mut p = problem(
                 &m,

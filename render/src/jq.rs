@@ -1,14 +1,55 @@
 //! Compile-time checks of a flow's jq programs, with the same variables the worker provides.
+//!
+//! Many flows share programs (a template stamps the same jq into every plant), so verdicts are
+//! remembered per program and variable set, and the standard library is parsed once.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+use jaq_core::load::parse::Def;
 use jaq_core::load::{Arena, File, Loader};
 use jaq_core::{Compiler, data};
 use jaq_json::Val;
 
+/// Verdicts remembered at most; the memo starts over when it is full.
+const MEMO_LIMIT: usize = 4096;
+
+type Memo = Mutex<HashMap<(String, Vec<String>), Result<(), String>>>;
+
+fn memo() -> &'static Memo {
+    static MEMO: OnceLock<Memo> = OnceLock::new();
+    MEMO.get_or_init(Memo::default)
+}
+
+/// The definitions of jq's standard library, parsed once.
+fn prelude() -> &'static [Def<&'static str>] {
+    static DEFS: OnceLock<Vec<Def<&'static str>>> = OnceLock::new();
+    DEFS.get_or_init(|| {
+        jaq_core::defs()
+            .chain(jaq_std::defs())
+            .chain(jaq_json::defs())
+            .collect()
+    })
+}
+
 /// Compiles `program` with `$name` for every name in `vars`; returns a readable error.
 pub fn check(program: &str, vars: &[String]) -> Result<(), String> {
-    let defs = jaq_core::defs()
-        .chain(jaq_std::defs())
-        .chain(jaq_json::defs());
+    let key = (program.to_string(), vars.to_vec());
+    if let Some(found) = memo().lock().ok().and_then(|m| m.get(&key).cloned()) {
+        return found;
+    }
+    let verdict = compile(program, vars);
+    if let Ok(mut m) = memo().lock() {
+        if m.len() >= MEMO_LIMIT {
+            m.clear();
+        }
+        m.insert(key, verdict.clone());
+    }
+    verdict
+}
+
+fn compile(program: &str, vars: &[String]) -> Result<(), String> {
+    let defs = prelude().iter().cloned();
     let funs = jaq_core::funs::<data::JustLut<Val>>()
         .chain(jaq_std::funs())
         .chain(jaq_json::funs());
