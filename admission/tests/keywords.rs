@@ -329,7 +329,8 @@ fn each_keyword_refuses_as_the_apiserver_does() {
         (
             "invalid name",
             |o| o["metadata"]["name"] = json!("Bad_Name"),
-            vec![("metadata.name", Invalid)],
+            // The name is no DNS subdomain, and the flow's own rule on its name refuses it too.
+            vec![("metadata.name", Invalid), ("", Rule)],
         ),
         (
             "invalid label key and value",

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{Result, bail};
 use k8s_openapi::api::core::v1::ConfigMap;
-use millrace_admission::Admission;
+use millrace_admission::{Admission, ViolationKind};
 use millrace_crds::contract::EventContract;
 use millrace_crds::{IntegrationFlow, PartnerConnection};
 use millrace_render::contract::{VersionVerdict, judge_contract, mode};
@@ -18,6 +18,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::manifest::Manifest;
+
+/// The field of a problem with the whole object (a rule at the schema's root), which the
+/// apiserver reports without a path.
+pub const ROOT_FIELD: &str = "<root>";
 
 /// How bad a problem is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -220,17 +224,22 @@ pub fn analyse(
         }
         let violations = admission.validate(&m.value);
         if !violations.is_empty() {
-            problems.extend(violations.into_iter().map(|v| {
-                if v.field.is_empty() {
-                    // The apiserver's note that CEL rules were skipped after other errors: it
-                    // names no field and refuses nothing by itself.
-                    let mut p = problem(m, "spec", v.message);
-                    p.severity = Severity::Warning;
-                    p
-                } else {
-                    problem(m, v.field, v.message)
-                }
-            }));
+            problems.extend(
+                violations
+                    .into_iter()
+                    .map(|v| match (v.field.is_empty(), v.kind) {
+                        // A rule at the root of the schema (on metadata.name, say) names no field.
+                        (true, ViolationKind::Rule) => problem(m, ROOT_FIELD, v.message),
+                        // The apiserver's note that CEL rules were skipped after other errors: it
+                        // names no field and refuses nothing by itself.
+                        (true, _) => {
+                            let mut p = problem(m, ROOT_FIELD, v.message);
+                            p.severity = Severity::Warning;
+                            p
+                        }
+                        (false, _) => problem(m, v.field, v.message),
+                    }),
+            );
             continue;
         }
         match m.kind.as_str() {

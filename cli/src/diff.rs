@@ -324,11 +324,11 @@ async fn diff(args: &DiffArgs) -> Result<Outcome> {
     let client = client(args).await?;
     let mut live = BTreeMap::new();
     for ns in manifests.iter().map(|m| m.namespace.clone()) {
-        if !live.contains_key(&ns) {
-            let catalog = live_catalog(&client, &ns)
+        if let std::collections::btree_map::Entry::Vacant(slot) = live.entry(ns) {
+            let catalog = live_catalog(&client, slot.key())
                 .await
                 .map_err(|e| anyhow!("the cluster is not reachable: {e:#}"))?;
-            live.insert(ns, catalog);
+            slot.insert(catalog);
         }
     }
     let analysis = analyse(&manifests, &admission, &settings, Options::default(), live);

@@ -520,6 +520,12 @@ pub mod condition {
     pub const PAUSED: &str = "ReconciliationPaused";
 }
 
+/// The rule on a flow's name, at the root of its schema (where CEL sees `metadata.name`).
+/// The apiserver assigns a `generateName` name before validation; offline there is none yet.
+pub const NAME_RULE: &str = "!has(self.metadata.name) || (self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 56)";
+/// Why a flow's name is refused.
+pub const NAME_RULE_MESSAGE: &str = "metadata.name of a flow must be a DNS label of at most 56 characters that starts with a letter (no dots): its worker Service is named <name>-worker, which Kubernetes limits to 63 characters, and its queue names are built from it with dots as separators";
+
 /// Reasons of a flow's conditions (CamelCase, stable: alerts and tools match on them).
 pub mod reason {
     /// Accepted: the spec is valid and every jq program compiles.

@@ -45,7 +45,34 @@ pub fn all_crds() -> Vec<CustomResourceDefinition> {
     ]
     .into_iter()
     .map(with_kubernetes_formats)
+    .map(with_root_rules)
     .collect()
+}
+
+/// Rules on `metadata` belong at the root of a schema, where CEL sees `self.metadata.name`. The
+/// derive places root rules with the kube facade's paths, which this crate does not use, so
+/// they are added here.
+fn with_root_rules(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::ValidationRule;
+    if crd.spec.names.kind != "IntegrationFlow" {
+        return crd;
+    }
+    for version in &mut crd.spec.versions {
+        if let Some(root) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        {
+            root.x_kubernetes_validations
+                .get_or_insert_with(Vec::new)
+                .push(ValidationRule {
+                    rule: flow::NAME_RULE.into(),
+                    message: Some(flow::NAME_RULE_MESSAGE.into()),
+                    ..ValidationRule::default()
+                });
+        }
+    }
+    crd
 }
 
 /// Kubernetes knows the integer formats `int32` and `int64` and warns, on every apply, about the

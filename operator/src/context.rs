@@ -112,6 +112,8 @@ pub struct Context {
     pub samples: Mutex<HashMap<ObjectRef<IntegrationFlow>, FlowSamples>>,
     /// Probe outcomes by connection (namespace/name).
     pub probes: Mutex<HashMap<(String, String), ProbeMemo>>,
+    /// Consecutive reconcile failures per object, for the error policy's backoff.
+    pub backoff: crate::backoff::ErrorBackoff,
 }
 
 impl Context {

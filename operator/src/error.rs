@@ -1,5 +1,6 @@
 //! Reconcile errors, with a bounded category for metrics.
 
+use kube::runtime::finalizer::Error as FinalizerError;
 use thiserror::Error;
 
 /// Why a reconcile pass failed. Spec problems are not errors: they become conditions.
@@ -27,7 +28,15 @@ impl Error {
     pub fn category(&self) -> &'static str {
         match self {
             Error::Kube(_) => "kubernetes",
-            Error::Finalizer(_) => "finalizer",
+            // A pass inside the finalizer failed for its own reason; only adding or removing
+            // the finalizer itself is a finalizer error.
+            Error::Finalizer(e) => match e.as_ref() {
+                FinalizerError::ApplyFailed(inner) | FinalizerError::CleanupFailed(inner) => {
+                    inner.category()
+                }
+                FinalizerError::AddFinalizer(_) | FinalizerError::RemoveFinalizer(_) => "finalizer",
+                FinalizerError::UnnamedObject | FinalizerError::InvalidFinalizer => "metadata",
+            },
             Error::Broker(_) => "broker",
             Error::Serialization(_) => "serialization",
             Error::MissingMetadata(_) => "metadata",
@@ -37,3 +46,21 @@ impl Error {
 
 /// Result of a reconcile step.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_inside_the_finalizer_keeps_its_own_category() {
+        let inner = Error::Broker("connection refused".into());
+        let wrapped = Error::Finalizer(Box::new(FinalizerError::ApplyFailed(inner)));
+        assert_eq!(wrapped.category(), "broker");
+        let cleanup = Error::Finalizer(Box::new(FinalizerError::CleanupFailed(
+            Error::MissingMetadata("namespace"),
+        )));
+        assert_eq!(cleanup.category(), "metadata");
+        let unnamed = Error::Finalizer(Box::new(FinalizerError::UnnamedObject));
+        assert_eq!(unnamed.category(), "metadata");
+    }
+}

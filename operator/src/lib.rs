@@ -4,6 +4,7 @@
 //! Each reconcile follows one pipeline: dereference → validate (no API calls) → build desired
 //! objects (`millrace-render`, pure) → apply → update status.
 
+pub mod backoff;
 pub mod broker;
 pub mod context;
 pub mod controllers;

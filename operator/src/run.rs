@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use futures::channel::mpsc;
 use futures::{SinkExt, StreamExt};
@@ -57,14 +56,17 @@ fn error_policy<K: Resource<DynamicType = ()>>(
     kind: &'static str,
     metrics: Arc<Metrics>,
 ) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action {
-    move |obj, err, _ctx| {
+    move |obj, err, ctx| {
         let labels = ErrorLabels {
             kind: kind.into(),
             category: err.category().into(),
         };
         metrics.errors.get_or_create(&labels).inc();
-        tracing::warn!(kind, object = %obj.name_any(), error = %err, category = err.category(), "reconcile failed; retrying");
-        Action::requeue(Duration::from_secs(10))
+        let wait = ctx
+            .backoff
+            .failed(&crate::controllers::backoff_key(obj.as_ref()));
+        tracing::warn!(kind, object = %obj.name_any(), error = %err, category = err.category(), retry_in = ?wait, "reconcile failed; retrying");
+        Action::requeue(wait)
     }
 }
 
@@ -150,6 +152,7 @@ pub async fn run_controllers(
         queues: Mutex::new(HashMap::new()),
         samples: Mutex::new(HashMap::new()),
         probes: Mutex::new(HashMap::new()),
+        backoff: Default::default(),
     });
 
     let (trigger, triggered) = mpsc::channel::<ObjectRef<IntegrationFlow>>(1024);

@@ -16,7 +16,7 @@ use crate::secrets;
 
 /// Reconciles one PartnerConnection.
 pub async fn reconcile(conn: Arc<PartnerConnection>, ctx: Arc<Context>) -> Result<Action> {
-    measured(&ctx, "PartnerConnection", apply(&conn, &ctx)).await
+    measured(&ctx, conn.as_ref(), apply(&conn, &ctx)).await
 }
 
 async fn probe_http(url: &str, method: &str, timeout: Duration) -> Result<u64, String> {

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 
 /// Reconciles one EventContract.
 pub async fn reconcile(contract: Arc<EventContract>, ctx: Arc<Context>) -> Result<Action> {
-    measured(&ctx, "EventContract", apply(&contract, &ctx)).await
+    measured(&ctx, contract.as_ref(), apply(&contract, &ctx)).await
 }
 
 async fn apply(contract: &EventContract, ctx: &Context) -> Result<Action> {

@@ -134,20 +134,35 @@ pub async fn publish_transitions<K>(
     }
 }
 
-/// Counts and times one reconcile pass of `kind`.
-pub async fn measured(
+/// The key of an object in the error backoff: `Kind/namespace/name`.
+pub fn backoff_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
+    format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        obj.meta().namespace.as_deref().unwrap_or_default(),
+        obj.meta().name.as_deref().unwrap_or_default()
+    )
+}
+
+/// Counts and times one reconcile pass of `obj`; a pass that succeeds resets its error backoff.
+pub async fn measured<K: Resource<DynamicType = ()>>(
     ctx: &Context,
-    kind: &str,
+    obj: &K,
     pass: impl Future<Output = Result<Action>>,
 ) -> Result<Action> {
     let started = std::time::Instant::now();
-    let labels = crate::metrics::KindLabels { kind: kind.into() };
+    let labels = crate::metrics::KindLabels {
+        kind: K::kind(&()).into(),
+    };
     ctx.metrics.reconciles.get_or_create(&labels).inc();
     let result = pass.await;
     ctx.metrics
         .duration
         .get_or_create(&labels)
         .observe(started.elapsed().as_secs_f64());
+    if result.is_ok() {
+        ctx.backoff.succeeded(&backoff_key(obj));
+    }
     result
 }
 

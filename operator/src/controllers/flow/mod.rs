@@ -27,7 +27,8 @@ pub const FINALIZER: &str = "millrace.dev/topology";
 
 /// Reconciles one IntegrationFlow.
 pub async fn reconcile(flow: Arc<IntegrationFlow>, ctx: Arc<Context>) -> Result<Action> {
-    measured(&ctx, "IntegrationFlow", async {
+    let key = flow.clone();
+    measured(&ctx, key.as_ref(), async {
         let ns = flow
             .namespace()
             .ok_or(Error::MissingMetadata("namespace"))?;
