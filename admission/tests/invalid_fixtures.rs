@@ -6,21 +6,10 @@
 
 mod common;
 
-use std::path::Path;
 
 use common::{documents, listed, repo_root, shown, yaml_files};
 use millrace_admission::{Admission, ViolationKind};
-
-/// The text after `# expect:` in a fixture.
-fn expectation(path: &Path) -> String {
-    let text =
-        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", shown(path)));
-    text.lines()
-        .find_map(|line| line.strip_prefix("# expect:"))
-        .map(|expected| expected.trim().to_string())
-        .filter(|expected| !expected.is_empty())
-        .unwrap_or_else(|| panic!("{} has no `# expect: <text>` line", shown(path)))
-}
+use millrace_testkit::manifests::expectation;
 
 fn fixtures() -> Vec<std::path::PathBuf> {
     let fixtures = yaml_files(&repo_root().join("tests/fixtures/invalid"));

@@ -77,7 +77,11 @@ pub struct FlowConfig {
 
 /// Where a flow's events come from.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase",
+    deny_unknown_fields
+)]
 pub enum SourceConfig {
     /// The main queue is bound to `exchange` on the broker of `connection` with `routingKeys`.
     Amqp {
@@ -85,7 +89,9 @@ pub enum SourceConfig {
         connection: String,
         /// Source exchange (topic).
         exchange: String,
-        /// Binding keys.
+        /// Binding keys. (`routing_keys` is read too: configs rendered before every key was
+        /// camelCase.)
+        #[serde(alias = "routing_keys")]
         routing_keys: Vec<String>,
     },
     /// HTTP ingress at `POST /ingest/<flow>` (also served at `path`).
@@ -150,13 +156,18 @@ pub struct RouteConfig {
 
 /// A delivery target.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase",
+    deny_unknown_fields
+)]
 pub enum DestinationConfig {
     /// Publish to an exchange.
     Amqp {
         /// Exchange.
         exchange: String,
-        /// Routing key.
+        /// Routing key. (`routing_key` is read too, as above.)
+        #[serde(alias = "routing_key")]
         routing_key: String,
     },
     /// Send an HTTP request.

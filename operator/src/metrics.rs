@@ -67,6 +67,22 @@ pub struct Metrics {
     writes: AtomicU64,
 }
 
+impl Metrics {
+    /// Drops every per-flow series of a deleted flow, so dashboards stop showing it.
+    pub fn forget_flow(&self, labels: &FlowLabels) {
+        self.flow_ready.remove(labels);
+        self.flow_backlog.remove(labels);
+        self.flow_dead_letters.remove(labels);
+    }
+
+    /// Sets `objects_managed{kind}`.
+    pub fn set_managed(&self, kind: &str, count: usize) {
+        self.managed
+            .get_or_create(&KindLabels { kind: kind.into() })
+            .set(count as i64);
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("millrace_operator");

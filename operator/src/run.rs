@@ -206,55 +206,72 @@ pub async fn run_controllers(
         )
         .for_each(|_| async {});
 
-    let contracts_ctl = Controller::new(
+    let contracts = Controller::new(
         scoped::<EventContract>(&client, &namespace),
         Config::default(),
-    )
-    .watches(
-        flows_api.clone(),
-        Config::default(),
-        move |f: IntegrationFlow| {
-            let mut names = vec![f.spec.contract.name.clone()];
-            names.extend(
-                f.spec
-                    .transform
-                    .as_ref()
-                    .and_then(|t| t.output_contract.as_ref())
-                    .map(|o| o.name.clone()),
-            );
-            refs_to::<EventContract>(&f, names)
-        },
-    )
-    .shutdown_on_signal()
-    .run(
-        contract::reconcile,
-        error_policy("EventContract", metrics.clone()),
-        ctx.clone(),
-    )
-    .for_each(|_| async {});
-    let connections_ctl = Controller::new(
+    );
+    let contract_store = contracts.store();
+    let contracts_ctl = contracts
+        .watches(
+            flows_api.clone(),
+            Config::default(),
+            move |f: IntegrationFlow| {
+                let mut names = vec![f.spec.contract.name.clone()];
+                names.extend(
+                    f.spec
+                        .transform
+                        .as_ref()
+                        .and_then(|t| t.output_contract.as_ref())
+                        .map(|o| o.name.clone()),
+                );
+                refs_to::<EventContract>(&f, names)
+            },
+        )
+        .shutdown_on_signal()
+        .run(
+            contract::reconcile,
+            error_policy("EventContract", metrics.clone()),
+            ctx.clone(),
+        )
+        .for_each(|_| async {});
+    let connections = Controller::new(
         scoped::<PartnerConnection>(&client, &namespace),
         Config::default(),
-    )
-    .watches(
-        flows_api.clone(),
-        Config::default(),
-        move |f: IntegrationFlow| {
-            let names = references::connection_names(&f.spec);
-            refs_to::<PartnerConnection>(&f, names)
-        },
-    )
-    .shutdown_on_signal()
-    .run(
-        connection::reconcile,
-        error_policy("PartnerConnection", metrics.clone()),
-        ctx.clone(),
-    )
-    .for_each(|_| async {});
+    );
+    let connection_store = connections.store();
+    let connections_ctl = connections
+        .watches(
+            flows_api.clone(),
+            Config::default(),
+            move |f: IntegrationFlow| {
+                let names = references::connection_names(&f.spec);
+                refs_to::<PartnerConnection>(&f, names)
+            },
+        )
+        .shutdown_on_signal()
+        .run(
+            connection::reconcile,
+            error_policy("PartnerConnection", metrics.clone()),
+            ctx.clone(),
+        )
+        .for_each(|_| async {});
 
     ready.store(true, Ordering::Relaxed);
     tracing::info!("controllers started");
-    tokio::join!(flows_ctl, contracts_ctl, connections_ctl);
+    // objects_managed{kind}, from the controllers' own caches.
+    let flow_store = ctx.flows.clone();
+    let managed = async {
+        loop {
+            metrics.set_managed("IntegrationFlow", flow_store.state().len());
+            metrics.set_managed("EventContract", contract_store.state().len());
+            metrics.set_managed("PartnerConnection", connection_store.state().len());
+            tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+        }
+    };
+    tokio::select! {
+        _ = async { tokio::join!(flows_ctl, contracts_ctl, connections_ctl) } => {}
+        () = managed => {}
+    }
     tracing::info!("controllers stopped");
     Ok(())
 }

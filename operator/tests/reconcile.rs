@@ -652,7 +652,7 @@ async fn deletion_honours_the_deletion_policy() {
         ns,
         broker,
         client,
-        op: _op,
+        op,
     } = Fixture::new("op-delete").await;
     apply(&client, ns.name(), contract("orders")).await;
     apply(&client, ns.name(), flow("kept", "orders", ".", "Retain")).await;
@@ -685,6 +685,28 @@ async fn deletion_honours_the_deletion_policy() {
         .unwrap();
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let series = |name: &str| {
+        format!(
+            "millrace_operator_flow_ready{{namespace=\"{}\",flow=\"{name}\"}}",
+            ns.name()
+        )
+    };
+    let text = op.metrics.encode();
+    assert!(text.contains(&series("kept")), "{text}");
+    // objects_managed is sampled from the controllers' caches every 10 s.
+    let start = Instant::now();
+    while !op
+        .metrics
+        .encode()
+        .contains("millrace_operator_objects_managed{kind=\"IntegrationFlow\"} 2")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "objects_managed: {}",
+            op.metrics.encode()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let flows: Api<IntegrationFlow> = Api::namespaced(client.clone(), ns.name());
     for name in ["kept", "removed"] {
         flows.delete(name, &DeleteParams::default()).await.unwrap();
@@ -726,4 +748,12 @@ async fn deletion_honours_the_deletion_policy() {
         )
         .await;
     assert!(gone.is_err(), "Delete removes the queue");
+    // A deleted flow leaves no per-flow series behind, whatever its policy.
+    let text = op.metrics.encode();
+    for name in ["kept", "removed"] {
+        assert!(
+            !text.contains(&series(name)),
+            "{name} still has a flow_ready series:\n{text}"
+        );
+    }
 }

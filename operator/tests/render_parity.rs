@@ -198,16 +198,19 @@ async fn render_and_diff_agree_with_the_operator() {
     // diff: nothing to change right after reconciliation.
     let kubeconfig = millrace_testkit::kubeconfig_path();
     let kc = kubeconfig.to_str().unwrap();
-    let out = millrace(&[
-        "diff",
-        EXAMPLE,
-        "-n",
-        &n,
-        "--kubeconfig",
-        kc,
-        "--settings",
-        values_arg,
-    ]);
+    let diff = |dir: &str| {
+        millrace(&[
+            "diff",
+            dir,
+            "-n",
+            &n,
+            "--kubeconfig",
+            kc,
+            "--settings",
+            values_arg,
+        ])
+    };
+    let out = diff(EXAMPLE);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 
     // An edited jq changes the ConfigMap and names the new revision.
@@ -221,16 +224,7 @@ async fn render_and_diff_agree_with_the_operator() {
     )
     .unwrap();
     let ed = edited.to_str().unwrap();
-    let out = millrace(&[
-        "diff",
-        ed,
-        "-n",
-        &n,
-        "--kubeconfig",
-        kc,
-        "--settings",
-        values_arg,
-    ]);
+    let out = diff(ed);
     let shown = text(&out);
     assert_eq!(out.status.code(), Some(1), "{shown}");
     assert!(shown.contains("~ ConfigMap"), "{shown}");
@@ -247,16 +241,7 @@ async fn render_and_diff_agree_with_the_operator() {
         original.replace("partitions: 4", "partitions: 2"),
     )
     .unwrap();
-    let out = millrace(&[
-        "diff",
-        ed,
-        "-n",
-        &n,
-        "--kubeconfig",
-        kc,
-        "--settings",
-        values_arg,
-    ]);
+    let out = diff(ed);
     let shown = text(&out);
     assert_eq!(out.status.code(), Some(1), "{shown}");
     assert!(

@@ -400,6 +400,57 @@ mod tests {
         assert_eq!(suspended.deployment.spec.replicas, Some(0));
     }
 
+    /// Every key of a rendered config is camelCase, except inside user data (schemas, lookup
+    /// tables, args) and the names that key the connections.
+    #[test]
+    fn every_key_of_the_worker_config_is_camel_case() {
+        fn walk(path: &str, v: &serde_json::Value, bad: &mut Vec<String>) {
+            match v {
+                serde_json::Value::Object(map) => {
+                    for (k, child) in map {
+                        let here = format!("{path}.{k}");
+                        let camel = k.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+                            && k.chars().all(|c| c.is_ascii_alphanumeric());
+                        if !camel {
+                            bad.push(here.clone());
+                        }
+                        match k.as_str() {
+                            "schema" | "lookups" | "args" => {}
+                            "connections" => {
+                                for (name, c) in child.as_object().into_iter().flatten() {
+                                    walk(&format!("{here}[{name}]"), c, bad);
+                                }
+                            }
+                            _ => walk(&here, child, bad),
+                        }
+                    }
+                }
+                serde_json::Value::Array(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        walk(&format!("{path}[{i}]"), item, bad);
+                    }
+                }
+                _ => {}
+            }
+        }
+        let (flow, conns) = fixtures();
+        let r = render(&inputs(&flow, &conns), &settings()).unwrap();
+        let value = serde_json::to_value(&r.config).unwrap();
+        let mut bad = Vec::new();
+        walk("", &value, &mut bad);
+        assert!(bad.is_empty(), "keys that are not camelCase: {bad:?}");
+        let text = serde_json::to_string(&r.config).unwrap();
+        assert!(
+            text.contains("\"routingKeys\"") && text.contains("\"routingKey\""),
+            "{text}"
+        );
+        // A config rendered before the keys were camelCase still loads.
+        let old = text
+            .replace("\"routingKeys\"", "\"routing_keys\"")
+            .replace("\"routingKey\"", "\"routing_key\"");
+        assert_eq!(WorkerConfig::from_json(&old).unwrap(), r.config);
+    }
+
     #[test]
     fn a_route_to_the_wrong_kind_of_connection_names_the_field() {
         let (mut flow, conns) = fixtures();

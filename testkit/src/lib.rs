@@ -20,6 +20,7 @@
 
 mod cleanup;
 mod env;
+pub mod manifests;
 mod namespace;
 mod vhost;
 

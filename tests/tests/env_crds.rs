@@ -15,61 +15,9 @@ use kube::discovery::{ApiCapabilities, ApiResource, Scope, pinned_kind};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client};
 use millrace_testkit::TestNamespace;
-use serde::Deserialize;
+use millrace_testkit::manifests::{documents, expectation, repo_root, shown, yaml_files};
 
 const FIELD_MANAGER: &str = "millrace-tests";
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the tests crate sits in the repository root")
-        .to_path_buf()
-}
-
-/// A path as the reader knows it: relative to the repository root.
-fn shown(path: &Path) -> String {
-    let root = repo_root();
-    path.strip_prefix(&root)
-        .unwrap_or(path)
-        .display()
-        .to_string()
-}
-
-/// Every `*.yaml` file under `dir`, recursively, sorted.
-fn yaml_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        let entries =
-            std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("read {}: {e}", dir.display()));
-        for entry in entries {
-            let path = entry.expect("directory entry").path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if path
-                .extension()
-                .is_some_and(|ext| ext == "yaml" || ext == "yml")
-            {
-                files.push(path);
-            }
-        }
-    }
-    files.sort();
-    files
-}
-
-/// The non-empty YAML documents of a file.
-fn documents(path: &Path) -> Vec<serde_json::Value> {
-    let text =
-        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", shown(path)));
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|doc| {
-            serde_json::Value::deserialize(doc)
-                .unwrap_or_else(|e| panic!("parse {}: {e}", shown(path)))
-        })
-        .filter(|doc| !doc.is_null())
-        .collect()
-}
 
 /// Applies the checked-in CRDs (server-side, so a second run changes nothing) and waits until the
 /// apiserver serves them, so that the tests check this checkout's CRDs and not an older install.
@@ -202,17 +150,6 @@ async fn every_example_is_accepted() {
             "no {kind} example was checked; accepted: {accepted_by_kind:?}"
         );
     }
-}
-
-/// The text after `# expect:` in a fixture.
-fn expectation(path: &Path) -> String {
-    let text =
-        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", shown(path)));
-    text.lines()
-        .find_map(|line| line.strip_prefix("# expect:"))
-        .map(|expected| expected.trim().to_string())
-        .filter(|expected| !expected.is_empty())
-        .unwrap_or_else(|| panic!("{} has no `# expect: <text>` line", shown(path)))
 }
 
 #[tokio::test]

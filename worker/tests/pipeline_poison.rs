@@ -101,23 +101,34 @@ async fn poison_goes_to_the_dlq_on_first_attempt_and_the_worker_keeps_going() {
         event_properties("after-poison"),
     )
     .await;
+    // A good event behind a UTF-8 byte-order mark, as SAP and .NET senders write it: delivered.
+    let mut with_bom = b"\xEF\xBB\xBF".to_vec();
+    with_bom.extend(event("with-bom", "lyon", 2.0));
+    publish(
+        &ch,
+        "production.completed.berlin",
+        &with_bom,
+        event_properties("with-bom"),
+    )
+    .await;
 
     let delivered = collect(
         &ch,
         &canonical,
-        1,
+        2,
         Duration::from_secs(30),
         Duration::from_millis(500),
     )
     .await;
-    assert_eq!(delivered.len(), 1, "the good event after the poison");
+    let mut ids: Vec<String> = delivered
+        .iter()
+        .filter_map(|d| d.properties.message_id().as_ref().map(|s| s.to_string()))
+        .collect();
+    ids.sort();
     assert_eq!(
-        delivered[0]
-            .properties
-            .message_id()
-            .as_ref()
-            .map(|s| s.as_str()),
-        Some("after-poison")
+        ids,
+        ["after-poison", "with-bom"],
+        "the good events after the poison"
     );
 
     let dlq = collect(

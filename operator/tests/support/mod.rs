@@ -53,30 +53,8 @@ pub fn binary(name: &str) -> std::path::PathBuf {
     bin
 }
 
-/// Every non-empty YAML document of every `.yaml` file under `dir`, sorted by path.
+/// Every non-empty YAML document of every manifest under `dir`, sorted by path.
 pub fn documents_under(dir: &std::path::Path) -> Vec<Value> {
-    use serde::Deserialize;
-    let mut files = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(d) = pending.pop() {
-        for entry in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display())) {
-            let path = entry.expect("entry").path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if path.extension().is_some_and(|x| x == "yaml") {
-                files.push(path);
-            }
-        }
-    }
-    files.sort();
-    files
-        .iter()
-        .flat_map(|f| {
-            let text = std::fs::read_to_string(f).expect("readable manifest");
-            serde_yaml::Deserializer::from_str(&text)
-                .map(|d| Value::deserialize(d).expect("valid YAML"))
-                .filter(|v| !v.is_null())
-                .collect::<Vec<_>>()
-        })
-        .collect()
+    use millrace_testkit::manifests::{documents, yaml_files};
+    yaml_files(dir).iter().flat_map(|f| documents(f)).collect()
 }

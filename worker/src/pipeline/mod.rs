@@ -261,21 +261,7 @@ impl CompiledFlow {
                 ),
             ));
         }
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Err(Rejection::new(DeadLetterReason::EmptyBody, "body is empty"));
-        }
-        let text = std::str::from_utf8(body).map_err(|e| {
-            Rejection::new(
-                DeadLetterReason::InvalidUtf8,
-                format!("body is not UTF-8: {e}"),
-            )
-        })?;
-        serde_json::from_str(text).map_err(|e| {
-            Rejection::new(
-                DeadLetterReason::InvalidJson,
-                format!("body is not JSON: {e}"),
-            )
-        })
+        decode_body(body)
     }
 
     /// Runs the whole pipeline on one message.
@@ -398,8 +384,54 @@ impl CompiledFlow {
     }
 }
 
+/// The UTF-8 byte-order mark that SAP and .NET senders put before their text.
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Decodes a message body as JSON text: a leading UTF-8 byte-order mark is dropped (it marks
+/// the encoding, it is not content), then the body must be non-empty UTF-8 JSON.
+pub fn decode_body(body: &[u8]) -> Result<Value, Rejection> {
+    let body = body.strip_prefix(UTF8_BOM).unwrap_or(body);
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(Rejection::new(DeadLetterReason::EmptyBody, "body is empty"));
+    }
+    let text = std::str::from_utf8(body).map_err(|e| {
+        Rejection::new(
+            DeadLetterReason::InvalidUtf8,
+            format!("body is not UTF-8: {e}"),
+        )
+    })?;
+    serde_json::from_str(text).map_err(|e| {
+        Rejection::new(
+            DeadLetterReason::InvalidJson,
+            format!("body is not JSON: {e}"),
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_byte_order_mark_before_json_is_accepted() {
+        let with_bom = b"\xEF\xBB\xBF{\"id\": \"A-1\"}";
+        assert_eq!(
+            decode_body(with_bom).unwrap(),
+            serde_json::json!({"id": "A-1"})
+        );
+        assert_eq!(
+            decode_body(b"\xEF\xBB\xBF").unwrap_err().reason,
+            DeadLetterReason::EmptyBody
+        );
+        assert_eq!(
+            decode_body(b"\xEF\xBB\xBF\xff").unwrap_err().reason,
+            DeadLetterReason::InvalidUtf8
+        );
+        // Only a leading mark is an encoding mark; anywhere else the body is not JSON.
+        assert_eq!(
+            decode_body(b"{}\xEF\xBB\xBF").unwrap_err().reason,
+            DeadLetterReason::InvalidJson
+        );
+    }
+
     use super::*;
     use crate::headers;
     use lapin::types::{FieldTable, ShortString};

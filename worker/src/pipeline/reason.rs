@@ -21,8 +21,11 @@ pub enum DeadLetterReason {
     JqError,
     /// The transformed event does not validate against the output contract.
     OutputContractViolation,
-    /// The destination answered 4xx (other than 408 and 429), or a 3xx/1xx it cannot follow.
+    /// The destination answered 4xx (other than 408 and 429), or a 1xx it cannot use.
     Http4xx,
+    /// The destination answered a redirect. Deliveries never follow one: the credentials would
+    /// go to another URL.
+    HttpRedirect,
     /// The request could not be built for this event (for example a path placeholder whose
     /// field is missing).
     InvalidRequest,
@@ -44,6 +47,7 @@ impl DeadLetterReason {
             DeadLetterReason::JqError => "jq_error",
             DeadLetterReason::OutputContractViolation => "output_contract_violation",
             DeadLetterReason::Http4xx => "http_4xx",
+            DeadLetterReason::HttpRedirect => "http_redirect",
             DeadLetterReason::InvalidRequest => "invalid_request",
             DeadLetterReason::RetriesExhausted => "retries_exhausted",
         }

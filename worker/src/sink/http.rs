@@ -107,6 +107,9 @@ impl HttpSink {
             }
         };
         let client = reqwest::Client::builder()
+            // A redirect is an answer, never followed: following it would send the event and
+            // its credentials to a URL nobody configured.
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_millis(config.timeout_ms.max(1)))
             .connect_timeout(Duration::from_millis(config.timeout_ms.clamp(1, 10_000)))
             .build()
@@ -170,6 +173,16 @@ impl HttpSink {
             Auth::OAuth2 { .. } => request.bearer_auth(self.oauth2_token().await?),
         };
         let response = request.send().await.map_err(|e| {
+            if e.is_builder() {
+                // The same event would fail the same way on every attempt.
+                return DeliveryError::Permanent {
+                    reason: DeadLetterReason::InvalidRequest,
+                    detail: format!(
+                        "{}: the request cannot be built for this event: {e}",
+                        self.name
+                    ),
+                };
+            }
             let kind = if e.is_timeout() {
                 "timed out"
             } else if e.is_connect() {
@@ -180,6 +193,24 @@ impl HttpSink {
             DeliveryError::transient(format!("{} {kind}: {e}", self.name))
         })?;
         let status = response.status().as_u16();
+        let location = response
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .map(|l| l.chars().take(200).collect::<String>());
+        // Read what the destination sent (up to a bound), so the connection can carry the
+        // next request instead of being dropped.
+        drain(response).await;
+        if (300..400).contains(&status) {
+            let location = location.unwrap_or_else(|| "nowhere".into());
+            return Err(DeliveryError::Permanent {
+                reason: DeadLetterReason::HttpRedirect,
+                detail: format!(
+                    "{} {url}: answered {status}, a redirect to {location}; deliveries never follow redirects: point the connection's baseUrl or the route's path at the final URL",
+                    self.name
+                ),
+            });
+        }
         if status == 401
             && let Auth::OAuth2 { token, .. } = &self.auth
         {
@@ -251,6 +282,20 @@ impl HttpSink {
     }
 }
 
+/// Bytes of a response body read before the rest is abandoned.
+const DRAIN_LIMIT: usize = 64 * 1024;
+
+/// Reads and discards a response body, up to [`DRAIN_LIMIT`].
+async fn drain(mut response: reqwest::Response) {
+    let mut read = 0;
+    while let Ok(Some(chunk)) = response.chunk().await {
+        read += chunk.len();
+        if read > DRAIN_LIMIT {
+            break;
+        }
+    }
+}
+
 /// Classifies an HTTP status.
 pub fn classify(status: u16) -> Result<(), DeliveryError> {
     match status {
@@ -319,6 +364,73 @@ mod tests {
                 "{s}"
             );
         }
+    }
+
+    /// A destination that answers every request with a redirect to `target`.
+    async fn redirecting_to(target: String) -> String {
+        let app = axum::Router::new().fallback(move || {
+            let target = target.clone();
+            async move {
+                (
+                    axum::http::StatusCode::FOUND,
+                    [(axum::http::header::LOCATION, target)],
+                )
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_a_failure_and_nothing_goes_to_the_other_host() {
+        // The other host counts what reaches it.
+        let reached = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = reached.clone();
+        let other = axum::Router::new().fallback(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { "ok" }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let other_url = format!("http://{}/collect", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, other).await });
+
+        let base = redirecting_to(other_url.clone()).await;
+        let config = HttpConnectionConfig {
+            base_url: base,
+            auth: HttpAuthType::Bearer,
+            secret: None,
+            token_url: None,
+            header: None,
+            timeout_ms: 5_000,
+            rate_limit_per_second: None,
+            rate_limit_burst: None,
+        };
+        let sink = HttpSink::new("erp", &config, Some("s3cret-token")).unwrap();
+        let event = json!({"id": "A-1"});
+        let e = sink
+            .deliver(
+                HttpMethod::Post,
+                "/orders",
+                &event,
+                b"{}",
+                &Envelope::default(),
+                "key-1",
+            )
+            .await
+            .unwrap_err();
+        match e {
+            DeliveryError::Permanent { reason, detail } => {
+                assert_eq!(reason, DeadLetterReason::HttpRedirect);
+                assert!(
+                    detail.contains("302") && detail.contains(&other_url),
+                    "{detail}"
+                );
+            }
+            other => panic!("a redirect must be permanent, got {other:?}"),
+        }
+        assert_eq!(reached.load(std::sync::atomic::Ordering::SeqCst), 0);
     }
 
     #[test]

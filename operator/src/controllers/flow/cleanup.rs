@@ -16,6 +16,11 @@ pub async fn cleanup(flow: &IntegrationFlow, ctx: &Context) -> Result<Action> {
     let flow_ref = ObjectRef::from_obj(flow);
     let queues = ctx.queues.lock().await.remove(&flow_ref);
     ctx.samples.lock().await.remove(&flow_ref);
+    // A deleted flow has no readiness, backlog or dead-letters any more.
+    ctx.metrics.forget_flow(&crate::metrics::FlowLabels {
+        namespace: flow_ref.namespace.clone().unwrap_or_default(),
+        flow: flow_ref.name.clone(),
+    });
     if flow.spec.deletion_policy == DeletionPolicy::Retain {
         tracing::info!(flow = %flow_ref, "deletionPolicy Retain: queues and their messages are kept");
         return Ok(Action::await_change());
