@@ -6,7 +6,6 @@
 
 mod common;
 
-
 use common::{documents, listed, repo_root, shown, yaml_files};
 use millrace_admission::{Admission, ViolationKind};
 use millrace_testkit::manifests::expectation;

@@ -72,6 +72,37 @@ pub fn secret_text(secret: Option<&Secret>, r: &SecretKeyRef) -> Result<String, 
         .map_err(|_| SecretError::NotText(r.name.clone(), r.key.clone()))
 }
 
+/// `text` with every trace of `secret` replaced by `***`: the whole value and, when it is a URI
+/// with credentials (`amqp://user:password@host/`), its user-info and its password. Errors of URI
+/// parsers and clients echo what they were given; every message that may carry one passes here.
+pub fn redact(text: &str, secret: &str) -> String {
+    let mut out = text.to_string();
+    let mut parts: Vec<&str> = vec![secret];
+    if let Some((_, rest)) = secret.split_once("://") {
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        // A malformed URI may hold several `@`: take the user-info up to the first and the last.
+        for userinfo in [authority.split_once('@'), authority.rsplit_once('@')]
+            .into_iter()
+            .flatten()
+            .map(|(u, _)| u)
+        {
+            parts.push(userinfo);
+            if let Some((_, password)) = userinfo.split_once(':') {
+                parts.push(password);
+            }
+        }
+    }
+    // Longest first, so a part inside another is not left half-replaced.
+    parts.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for part in parts {
+        // Very short parts would blank out ordinary words; the whole value still goes.
+        if part.len() >= 3 || part == secret {
+            out = out.replace(part, "***");
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,6 +114,26 @@ mod tests {
             name: "broker".into(),
             key: "uri".into(),
         }
+    }
+
+    #[test]
+    fn redaction_removes_the_value_the_userinfo_and_the_password() {
+        let uri = "amqp://millrace:pl4nted-pw@broker.local:5672/%2f";
+        let echoed = format!("invalid URI {uri:?}: bad port");
+        assert_eq!(redact(&echoed, uri), "invalid URI \"***\": bad port");
+        assert_eq!(
+            redact("login refused for millrace:pl4nted-pw", uri),
+            "login refused for ***"
+        );
+        assert_eq!(
+            redact("password pl4nted-pw rejected", uri),
+            "password *** rejected"
+        );
+        // A malformed URI still loses its password.
+        let broken = "amqp://millrace:pl4nted-pw@@:x";
+        assert!(!redact(&format!("cannot parse {broken}"), broken).contains("pl4nted"));
+        assert!(!redact("cannot parse amqp://millrace:pl4nted-pw@@", broken).contains("pl4nted"));
+        assert_eq!(redact("nothing secret here", uri), "nothing secret here");
     }
 
     #[test]

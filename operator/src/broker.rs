@@ -44,7 +44,11 @@ async fn connect(uri: &str) -> Result<Connection> {
     let attempt = Connection::connect(uri, ConnectionProperties::default());
     match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
         Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(e)) => Err(broker_error("connect", e)),
+        // Clients and URI parsers echo the URI they were given: never let credentials through.
+        Ok(Err(e)) => Err(Error::Broker(format!(
+            "connect: {}",
+            millrace_crds::secret::redact(&e.to_string(), uri)
+        ))),
         Err(_) => Err(Error::Broker(format!(
             "connect: no answer within {}s",
             CONNECT_TIMEOUT.as_secs()

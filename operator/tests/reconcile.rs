@@ -540,6 +540,38 @@ async fn missing_contract_then_created_resolves_without_restart() {
         |f| condition(f, "ReconciliationPaused").is_none(),
     )
     .await;
+
+    // A paused flow can still be deleted: deletion is a person's explicit request, and the
+    // finalizer must not hold the flow for ever.
+    flows
+        .patch(
+            "late",
+            &PatchParams::default(),
+            &Patch::Merge(annotate(json!("true"))),
+        )
+        .await
+        .unwrap();
+    wait_flow(
+        &client,
+        ns.name(),
+        "late",
+        Duration::from_secs(20),
+        "ReconciliationPaused",
+        |f| is(f, "ReconciliationPaused", "True", None),
+    )
+    .await;
+    flows
+        .delete("late", &DeleteParams::default())
+        .await
+        .unwrap();
+    let start = Instant::now();
+    while flows.get_opt("late").await.unwrap().is_some() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "a paused flow stayed Terminating"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -756,4 +788,133 @@ async fn deletion_honours_the_deletion_policy() {
             "{name} still has a flow_ready series:\n{text}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ordered_flow_counts_its_main_queue_in_the_backlog() {
+    let Fixture {
+        ns,
+        broker,
+        client,
+        op: _op,
+    } = Fixture::new("op-ordered").await;
+    apply(&client, ns.name(), contract("orders")).await;
+    let mut ordered = flow("ordered", "orders", ".", "Delete");
+    ordered["spec"]["delivery"]["ordering"] = json!({"key": ".id", "partitions": 2});
+    apply(&client, ns.name(), ordered).await;
+    wait_flow(
+        &client,
+        ns.name(),
+        "ordered",
+        Duration::from_secs(60),
+        "TopologyReady",
+        |f| is(f, "TopologyReady", "True", None),
+    )
+    .await;
+    // No worker runs, so three events published to the main queue wait there.
+    let conn = Connection::connect(&broker.amqp_uri(), ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let main = format!("millrace.{}.ordered", ns.name());
+    for i in 0..3 {
+        ch.basic_publish(
+            "".into(),
+            main.as_str().into(),
+            BasicPublishOptions::default(),
+            format!(r#"{{"id":"A-{i}","qty":1}}"#).as_bytes(),
+            BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    wait_flow(
+        &client,
+        ns.name(),
+        "ordered",
+        Duration::from_secs(60),
+        "a backlog of 3",
+        |f| {
+            f.status
+                .as_ref()
+                .and_then(|s| s.queue.as_ref())
+                .is_some_and(|q| q.backlog == 3)
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_reaches_status_or_events() {
+    const PLANTED: &str = "planted-pw-4711";
+    let Fixture {
+        ns,
+        broker: _broker,
+        client,
+        op: _op,
+    } = Fixture::new("op-leak").await;
+    let n = ns.name();
+    for (name, uri) in [
+        // Nothing listens on port 1; the second cannot even be parsed.
+        (
+            "leaky",
+            format!("amqp://millrace:{PLANTED}@127.0.0.1:1/%2f"),
+        ),
+        (
+            "broken",
+            format!("amqp://millrace:{PLANTED}@@127.0.0.1:notaport/%2f"),
+        ),
+    ] {
+        apply(&client, n, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": {"uri": uri}})).await;
+        apply(&client, n, json!({"apiVersion": "millrace.dev/v1alpha1", "kind": "PartnerConnection", "metadata": {"name": name},
+            "spec": {"system": "ERP", "amqp": {"uriSecretRef": {"name": name, "key": "uri"}}, "probe": {"interval": "5s"}}})).await;
+    }
+    apply(&client, n, contract("orders")).await;
+    let mut leaky_flow = flow("leaky-flow", "orders", ".", "Delete");
+    leaky_flow["spec"]["broker"] = json!({"connection": "broken"});
+    apply(&client, n, leaky_flow).await;
+    let conns: Api<PartnerConnection> = Api::namespaced(client.clone(), n);
+    for name in ["leaky", "broken"] {
+        wait_for::<PartnerConnection>(
+            &client,
+            n,
+            name,
+            Duration::from_secs(60),
+            "Ready=False",
+            |c| {
+                c.status.as_ref().is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "False")
+                })
+            },
+        )
+        .await;
+    }
+    // Let a few probes and reconciles pass.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let mut seen =
+        serde_json::to_string(&conns.list(&ListParams::default()).await.unwrap().items).unwrap();
+    let flows: Api<IntegrationFlow> = Api::namespaced(client.clone(), n);
+    seen.push_str(
+        &serde_json::to_string(&flows.list(&ListParams::default()).await.unwrap().items).unwrap(),
+    );
+    let events: Api<Event> = Api::namespaced(client.clone(), n);
+    let events = events.list(&ListParams::default()).await.unwrap().items;
+    assert!(
+        !events.is_empty(),
+        "the failing connections published Events"
+    );
+    seen.push_str(&serde_json::to_string(&events).unwrap());
+    // The Secrets themselves hold it, of course; nothing else may.
+    assert!(
+        seen.contains("Unreachable") || seen.contains("connect"),
+        "{seen}"
+    );
+    assert!(
+        !seen.contains(PLANTED),
+        "a secret leaked into status or Events:\n{seen}"
+    );
 }

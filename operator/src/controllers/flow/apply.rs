@@ -88,9 +88,11 @@ pub async fn declare_topology(
         );
     }
     let names = FlowNames::new(&flow_config.namespace, &flow_config.name);
+    // An ordered flow's events wait in the main queue until the splitter moves them to their
+    // partition, so the backlog counts the main queue and every partition.
     let main = match &flow_config.delivery.ordering {
-        Some(o) => (0..o.partitions)
-            .map(|i| names.partition_queue(i))
+        Some(o) => std::iter::once(names.main_queue())
+            .chain((0..o.partitions).map(|i| names.partition_queue(i)))
             .collect(),
         None => vec![names.main_queue()],
     };

@@ -35,7 +35,9 @@ pub async fn reconcile(flow: Arc<IntegrationFlow>, ctx: Arc<Context>) -> Result<
         let api: Api<IntegrationFlow> = Api::namespaced(ctx.client.clone(), &ns);
         let old = flow.status.clone().unwrap_or_default();
         let mut status = old.clone();
-        if apply_pause(&flow.metadata, &mut status) {
+        // A paused flow still honours a deletion: pausing stops changes, not a person's delete.
+        let deleting = flow.metadata.deletion_timestamp.is_some();
+        if !deleting && apply_pause(&flow.metadata, &mut status) {
             write_status(&ctx, &api, flow.as_ref(), &old, &status).await?;
             return Ok(Action::await_change());
         }
