@@ -198,6 +198,25 @@ async fn wait_flow(
     wait_for(client, ns, name, timeout, what, pred).await
 }
 
+/// Sets the pause annotation on flow `name` and waits until it reports ReconciliationPaused.
+async fn pause(client: &Client, ns: &str, name: &str) {
+    let flows: Api<IntegrationFlow> = Api::namespaced(client.clone(), ns);
+    let paused = json!({"metadata": {"annotations": {"millrace.dev/paused": "true"}}});
+    flows
+        .patch(name, &PatchParams::default(), &Patch::Merge(paused))
+        .await
+        .unwrap();
+    wait_flow(
+        client,
+        ns,
+        name,
+        Duration::from_secs(20),
+        "ReconciliationPaused",
+        |f| is(f, "ReconciliationPaused", "True", None),
+    )
+    .await;
+}
+
 /// The message of condition `type_` of a flow.
 fn message(flow: IntegrationFlow, type_: &str) -> String {
     flow.status
@@ -506,23 +525,7 @@ async fn missing_contract_then_created_resolves_without_restart() {
     // The pause annotation stops reconciliation and says so; removing it resumes.
     let flows: Api<IntegrationFlow> = Api::namespaced(client.clone(), ns.name());
     let annotate = |value: serde_json::Value| json!({"metadata": {"annotations": {"millrace.dev/paused": value}}});
-    flows
-        .patch(
-            "late",
-            &PatchParams::default(),
-            &Patch::Merge(annotate(json!("true"))),
-        )
-        .await
-        .unwrap();
-    wait_flow(
-        &client,
-        ns.name(),
-        "late",
-        Duration::from_secs(20),
-        "ReconciliationPaused",
-        |f| is(f, "ReconciliationPaused", "True", None),
-    )
-    .await;
+    pause(&client, ns.name(), "late").await;
     flows
         .patch(
             "late",
@@ -543,23 +546,7 @@ async fn missing_contract_then_created_resolves_without_restart() {
 
     // A paused flow can still be deleted: deletion is a person's explicit request, and the
     // finalizer must not hold the flow for ever.
-    flows
-        .patch(
-            "late",
-            &PatchParams::default(),
-            &Patch::Merge(annotate(json!("true"))),
-        )
-        .await
-        .unwrap();
-    wait_flow(
-        &client,
-        ns.name(),
-        "late",
-        Duration::from_secs(20),
-        "ReconciliationPaused",
-        |f| is(f, "ReconciliationPaused", "True", None),
-    )
-    .await;
+    pause(&client, ns.name(), "late").await;
     flows
         .delete("late", &DeleteParams::default())
         .await
