@@ -566,6 +566,8 @@ pub mod reason {
     pub const SUSPENDED: &str = "Suspended";
     /// WorkersAvailable=False: a new revision is rolling out.
     pub const ROLLING_OUT: &str = "RollingOut";
+    /// WorkersAvailable=False: the rollout passed the Deployment's progress deadline.
+    pub const ROLLOUT_STUCK: &str = "RolloutStuck";
     /// WorkersAvailable: every replica is available.
     pub const AVAILABLE: &str = "Available";
     /// WorkersAvailable=False: fewer replicas are available than desired.

@@ -7,20 +7,39 @@ use millrace_render::Verdict;
 
 use crate::context::Context;
 
-/// The `WorkersAvailable` verdict from the live Deployment.
+/// The `WorkersAvailable` verdict from the live Deployment. Workers are available only when the
+/// Deployment has seen its latest spec, every replica runs the new revision, no old replica is
+/// left, and enough of them are available; a rollout past its progress deadline is stuck.
 pub fn workers(flow: &IntegrationFlow, desired: i32, deployment: Option<&Deployment>) -> Verdict {
     let status = deployment.and_then(|d| d.status.as_ref());
     let observed = status.and_then(|s| s.observed_generation).unwrap_or(0);
     let generation = deployment.and_then(|d| d.metadata.generation).unwrap_or(0);
     let updated = status.and_then(|s| s.updated_replicas).unwrap_or(0);
     let available = status.and_then(|s| s.available_replicas).unwrap_or(0);
+    let total = status.and_then(|s| s.replicas).unwrap_or(0);
+    let stuck = status
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_.as_deref() == Some("Progressing")))
+        .filter(|c| {
+            c.status.as_deref() == Some("False")
+                && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+        });
     if flow.spec.suspend {
         Verdict::fail(
             reason::SUSPENDED,
             None,
             "spec.suspend is true; no worker runs and messages wait in the queue",
         )
-    } else if observed < generation || updated < desired {
+    } else if let Some(c) = stuck {
+        Verdict::fail(
+            reason::ROLLOUT_STUCK,
+            None,
+            format!(
+                "the rollout passed its progress deadline with {updated}/{desired} workers on the new revision: {}; see the worker pods' events",
+                c.message.as_deref().unwrap_or("no progress")
+            ),
+        )
+    } else if observed < generation || updated < desired || total > updated {
         Verdict::fail(
             reason::ROLLING_OUT,
             None,
@@ -121,4 +140,79 @@ pub async fn health(
         )
     };
     (verdict, Some(figures))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::{DeploymentCondition, DeploymentStatus};
+
+    fn flow() -> IntegrationFlow {
+        serde_yaml::from_str(include_str!(
+            "../../../../examples/basic/integration-flow.yaml"
+        ))
+        .expect("the example parses")
+    }
+
+    fn deployment(generation: i64, status: DeploymentStatus) -> Deployment {
+        let mut d = Deployment::default();
+        d.metadata.generation = Some(generation);
+        d.status = Some(status);
+        d
+    }
+
+    fn status(observed: i64, total: i32, updated: i32, available: i32) -> DeploymentStatus {
+        DeploymentStatus {
+            observed_generation: Some(observed),
+            replicas: Some(total),
+            updated_replicas: Some(updated),
+            available_replicas: Some(available),
+            ..DeploymentStatus::default()
+        }
+    }
+
+    #[test]
+    fn workers_are_available_only_when_the_new_revision_runs_everywhere() {
+        let f = flow();
+        let reason_of = |d: Deployment| workers(&f, 2, Some(&d)).reason;
+        assert_eq!(
+            reason_of(deployment(3, status(3, 2, 2, 2))),
+            reason::AVAILABLE
+        );
+        // The controller has not seen the new spec yet.
+        assert_eq!(
+            reason_of(deployment(4, status(3, 2, 2, 2))),
+            reason::ROLLING_OUT
+        );
+        // Surge: new pods exist, old pods still serve and make the count look available.
+        assert_eq!(
+            reason_of(deployment(3, status(3, 4, 2, 2))),
+            reason::ROLLING_OUT
+        );
+        assert_eq!(
+            reason_of(deployment(3, status(3, 2, 1, 2))),
+            reason::ROLLING_OUT
+        );
+        assert_eq!(
+            reason_of(deployment(3, status(3, 2, 2, 1))),
+            reason::WORKERS_UNAVAILABLE
+        );
+        assert_eq!(workers(&f, 2, None).reason, reason::ROLLING_OUT);
+    }
+
+    #[test]
+    fn a_rollout_past_its_deadline_is_stuck() {
+        let mut s = status(3, 3, 1, 2);
+        s.conditions = Some(vec![DeploymentCondition {
+            type_: Some("Progressing".into()),
+            status: Some("False".into()),
+            reason: Some("ProgressDeadlineExceeded".into()),
+            message: Some("ReplicaSet \"orders-worker-5d9\" has timed out progressing.".into()),
+            ..DeploymentCondition::default()
+        }]);
+        let v = workers(&flow(), 2, Some(&deployment(3, s)));
+        assert!(!v.ok);
+        assert_eq!(v.reason, reason::ROLLOUT_STUCK);
+        assert!(v.message.contains("timed out progressing"), "{}", v.message);
+    }
 }
