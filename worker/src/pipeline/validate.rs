@@ -20,7 +20,10 @@ impl ContractValidator {
         })
     }
 
-    /// Validates `instance`; the error lists the first few violations with their paths.
+    /// Validates `instance`; the error lists the first few violations by JSON pointer, keyword and
+    /// schema location, never with the event's values: the text reaches logs and the
+    /// `x-millrace-last-error` header, and business data belongs in neither (the dead-letter keeps
+    /// the original bytes for whoever may read them).
     pub fn validate(&self, instance: &Value) -> Result<(), String> {
         if self.validator.is_valid(instance) {
             return Ok(());
@@ -36,7 +39,11 @@ impl ContractValidator {
                 } else {
                     path
                 };
-                format!("{path}: {e}")
+                format!(
+                    "{path}: fails {:?} (schema {})",
+                    e.kind().keyword(),
+                    e.schema_path()
+                )
             })
             .collect();
         Err(format!(
@@ -65,5 +72,27 @@ mod tests {
         assert!(e.contains("/qty"), "{e}");
         assert!(e.contains("c/v1"), "{e}");
         assert!(ContractValidator::compile("c", 1, &json!({"type": 12})).is_err());
+    }
+
+    #[test]
+    fn violations_name_the_pointer_and_keyword_but_never_the_values() {
+        let v = ContractValidator::compile(
+            "c",
+            1,
+            &json!({"type": "object", "properties": {
+                "qty": {"type": "number"},
+                "iban": {"type": "string", "pattern": "^DE[0-9]{20}$"}
+            }}),
+        )
+        .unwrap();
+        let e = v
+            .validate(&json!({"qty": "SECRET-QTY", "iban": "GB00-PRIVATE-ACCOUNT"}))
+            .unwrap_err();
+        assert!(e.contains("/qty: fails \"type\""), "{e}");
+        assert!(e.contains("/iban: fails \"pattern\""), "{e}");
+        assert!(
+            !e.contains("SECRET-QTY") && !e.contains("PRIVATE-ACCOUNT"),
+            "{e}"
+        );
     }
 }
