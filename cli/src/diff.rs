@@ -69,39 +69,39 @@ async fn client(args: &DiffArgs) -> Result<Client> {
     Client::try_from(config).context("building a Kubernetes client")
 }
 
+/// Every `K` in namespace `ns`, each with its name.
+async fn list<K>(client: &Client, ns: &str) -> Result<Vec<(String, K)>>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let items = api
+        .list(&ListParams::default())
+        .await
+        .with_context(|| format!("cannot list {}s in namespace {ns}", K::kind(&())))?;
+    Ok(items
+        .into_iter()
+        .map(|k| (k.meta().name.clone().unwrap_or_default(), k))
+        .collect())
+}
+
 /// The objects flows may reference, as they are in the cluster.
 async fn live_catalog(client: &Client, ns: &str) -> Result<Catalog> {
     let mut catalog = Catalog::new(ns);
-    let unreachable = |what: &str| format!("cannot list {what} in namespace {ns}");
-    let contracts: Api<EventContract> = Api::namespaced(client.clone(), ns);
-    for c in contracts
-        .list(&ListParams::default())
-        .await
-        .with_context(|| unreachable("EventContracts"))?
-    {
-        let name = c.metadata.name.clone().unwrap_or_default();
+    for (name, c) in list::<EventContract>(client, ns).await? {
         catalog
             .contracts
             .insert(name, ContractEntry::from_status(c));
     }
-    let connections: Api<PartnerConnection> = Api::namespaced(client.clone(), ns);
-    for c in connections
-        .list(&ListParams::default())
-        .await
-        .with_context(|| unreachable("PartnerConnections"))?
-    {
-        let name = c.metadata.name.clone().unwrap_or_default();
+    for (name, c) in list::<PartnerConnection>(client, ns).await? {
         catalog
             .connections
             .insert(name, ConnectionEntry::from_status(c));
     }
-    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-    for cm in config_maps
-        .list(&ListParams::default())
-        .await
-        .with_context(|| unreachable("ConfigMaps"))?
-    {
-        let name = cm.metadata.name.clone().unwrap_or_default();
+    for (name, cm) in list::<ConfigMap>(client, ns).await? {
         catalog
             .config_maps
             .insert(name, cm.data.unwrap_or_default());

@@ -73,7 +73,7 @@ impl Drop for Worker {
 
 /// Starts the worker binary built next to this test (`make test` builds it first).
 fn start_worker(ns: &str, configmap: &str) -> Worker {
-    let bin = support::binary("millrace-worker");
+    let bin = millrace_testkit::workspace_binary("millrace-worker");
     let child = std::process::Command::new(&bin)
         .args([
             "--configmap",

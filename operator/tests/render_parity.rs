@@ -20,13 +20,13 @@ use millrace_testkit::{TestNamespace, TestVhost};
 use serde_json::Value;
 
 mod support;
-use support::{apply, binary, documents_under};
+use support::{apply, documents_under};
 
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/manufacturing");
 const VALUES: &str = "workerImage:\n  repository: registry.local/millrace-worker\n  tag: parity\n";
 
 fn millrace(args: &[&str]) -> Output {
-    Command::new(binary("millrace"))
+    Command::new(millrace_testkit::workspace_binary("millrace"))
         .args(args)
         .output()
         .expect("millrace runs")

@@ -93,6 +93,24 @@ pub(crate) fn unique_name(prefix: &str) -> String {
     format!("{base}-{}", &suffix[..8])
 }
 
+/// A workspace binary (`millrace`, `millrace-worker`, ...) built next to the running test binary,
+/// in `<target>/<profile>/`. Panics, saying how to build it, when it is missing; `make test`
+/// builds every binary the tests run.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary has a path");
+    let bin = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("a test binary lives in <target>/<profile>/deps")
+        .join(name);
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it first (`make test` builds every binary the tests run)",
+        bin.display()
+    );
+    bin
+}
+
 #[cfg(test)]
 mod tests {
     use super::unique_name;

@@ -199,27 +199,11 @@ async fn invalid_manifests_are_refused_naming_the_field() {
     );
 }
 
-/// The `millrace` binary built next to this test (`make test` builds it first).
-fn millrace_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let bin = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target dir")
-        .join("millrace");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p millrace-cli` (make test does)",
-        bin.display()
-    );
-    bin
-}
-
 /// `millrace validate --allow-missing-refs -o json` of one file, offline: the field paths of the
 /// errors, by `Kind/name`. Missing references are the cluster's business at reconcile time, not
 /// admission's, so they are only warnings here.
 fn offline_errors(file: &Path) -> HashMap<String, Vec<String>> {
-    let out = std::process::Command::new(millrace_binary())
+    let out = std::process::Command::new(millrace_testkit::workspace_binary("millrace"))
         .args(["validate", "--allow-missing-refs", "-o", "json"])
         .arg(file)
         .env_remove("KUBECONFIG")

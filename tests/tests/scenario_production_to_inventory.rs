@@ -21,19 +21,14 @@ const ERP_CREDENTIALS: &str = "millrace-demo:local-only-not-a-secret";
 
 /// The directory holding the workspace's binaries (the one above this test's `deps/`).
 fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary lives in <target>/<profile>/deps");
+    let mut dir = PathBuf::new();
     for bin in ["millrace-operator", "millrace-worker", "millrace-simulator"] {
-        assert!(
-            dir.join(bin).is_file(),
-            "{} is missing: build it first with `cargo build -p millrace-operator -p millrace-worker -p millrace-simulator` (make test does)",
-            dir.join(bin).display()
-        );
+        dir = millrace_testkit::workspace_binary(bin)
+            .parent()
+            .expect("a binary lives in a directory")
+            .to_path_buf();
     }
-    dir.to_path_buf()
+    dir
 }
 
 fn free_port() -> u16 {

@@ -37,22 +37,6 @@ pub async fn apply(client: &Client, ns: &str, doc: Value) {
     .unwrap_or_else(|e| panic!("applying {kind}/{name}: {e}"));
 }
 
-/// The path of a binary built next to the test binary (`make test` builds them first).
-pub fn binary(name: &str) -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let bin = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target dir")
-        .join(name);
-    assert!(
-        bin.exists(),
-        "{} is missing: build it first (make test does)",
-        bin.display()
-    );
-    bin
-}
-
 /// Every non-empty YAML document of every manifest under `dir`, sorted by path.
 pub fn documents_under(dir: &std::path::Path) -> Vec<Value> {
     use millrace_testkit::manifests::{documents, yaml_files};
