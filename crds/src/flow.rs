@@ -37,6 +37,12 @@ use crate::common::{Duration, LocalObjectRef, RetryPolicy, SecretKeyRef, SemVer}
     ),
     printcolumn(name = "Version", type_ = "string", json_path = ".spec.version"),
     printcolumn(
+        name = "Release",
+        type_ = "string",
+        json_path = ".status.release.ref",
+        description = "Released version and digest in force"
+    ),
+    printcolumn(
         name = "Contract",
         type_ = "string",
         json_path = ".status.contract.ref",
@@ -427,7 +433,8 @@ pub struct IntegrationFlowStatus {
     /// `spec.version` of the applied revision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
-    /// Accepted, ContractsResolved, ConnectionsReady, TopologyReady, WorkersAvailable, Healthy and Ready.
+    /// Accepted, ContractsResolved, ConnectionsReady, TopologyReady, WorkersAvailable, Healthy and
+    /// Ready; ReleaseVerified on a promoted flow (it does not take part in Ready).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -440,9 +447,40 @@ pub struct IntegrationFlowStatus {
     /// Queue figures, sampled on their own timer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<QueueFigures>,
+    /// The release in force: its version and digest, the promotion that brought it, and when
+    /// it was rolled out. Set on every flow, promoted or authored in place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<ReleaseStatus>,
     /// The last 10 revisions, newest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<RevisionRecord>,
+}
+
+/// The release a flow runs.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseStatus {
+    /// `spec.version`.
+    pub version: String,
+    /// The release digest the operator computed from the live spec (see `millrace render`).
+    pub digest: String,
+    /// `VERSION@` and the first six hex digits of the digest, for display: `1.4.0@1f2e9a`.
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// The promotion that brought this release (annotation `millrace.dev/promotion-id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promotion_id: Option<String>,
+    /// When every worker replica ran this release and was available. Unset while it rolls out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_out_at: Option<Time>,
+}
+
+impl ReleaseStatus {
+    /// `1.4.0@1f2e9a`: the version and the first six hex digits of the digest.
+    pub fn reference(version: &str, digest: &str) -> String {
+        let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+        format!("{version}@{}", &hex[..hex.len().min(6)])
+    }
 }
 
 /// The contract version a flow resolved.
@@ -493,8 +531,35 @@ pub struct RevisionRecord {
     pub version: String,
     /// When the operator applied it.
     pub applied_at: Time,
-    /// Applied, RolledOut or Failed.
+    /// Applied, RolledOut, Failed (the rollout got stuck) or Reverted (a rollback replaced it).
     pub outcome: String,
+    /// The promotion that brought this revision, when it came by promotion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promotion_id: Option<String>,
+}
+
+/// Outcomes of a revision in `status.history`.
+pub mod outcome {
+    /// The operator applied the revision; workers are rolling out.
+    pub const APPLIED: &str = "Applied";
+    /// Every worker runs the revision.
+    pub const ROLLED_OUT: &str = "RolledOut";
+    /// The rollout passed its progress deadline.
+    pub const FAILED: &str = "Failed";
+    /// A rollback brought back an earlier promotion over this one.
+    pub const REVERTED: &str = "Reverted";
+}
+
+/// Annotations promotion (`millrace promote`, `millrace rollback`) writes on a released flow.
+pub mod annotation {
+    /// `NAME@VERSION` of the release.
+    pub const RELEASE: &str = "millrace.dev/release";
+    /// The release digest computed when the file was promoted; the operator recomputes it.
+    pub const RELEASE_DIGEST: &str = "millrace.dev/release-digest";
+    /// The environment the release was promoted from.
+    pub const PROMOTED_FROM: &str = "millrace.dev/promoted-from";
+    /// The promotion's id, also in the commit's `Millrace-Promotion-Id` trailer.
+    pub const PROMOTION_ID: &str = "millrace.dev/promotion-id";
 }
 
 /// The number of revisions kept in `status.history`.
@@ -518,6 +583,8 @@ pub mod condition {
     pub const READY: &str = "Ready";
     /// Reconciliation is paused by annotation.
     pub const PAUSED: &str = "ReconciliationPaused";
+    /// The live spec has the release digest its promotion annotated (only on promoted flows).
+    pub const RELEASE_VERIFIED: &str = "ReleaseVerified";
 }
 
 /// The rule on a flow's name, at the root of its schema (where CEL sees `metadata.name`).
@@ -584,4 +651,8 @@ pub mod reason {
     pub const READY: &str = "Ready";
     /// ReconciliationPaused: the pause annotation is set.
     pub const PAUSED: &str = "Paused";
+    /// ReleaseVerified: the live spec has the promoted digest.
+    pub const DIGEST_MATCHES: &str = "DigestMatches";
+    /// ReleaseVerified=False: the live spec differs from what was promoted (a hand edit).
+    pub const DIGEST_MISMATCH: &str = "DigestMismatch";
 }

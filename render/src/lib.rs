@@ -15,6 +15,7 @@
 //! | [`worker_config`] | the flow's WorkerConfig |
 //! | [`objects`] | its ConfigMap, Deployment, Service and PDB |
 //! | [`digest`] | revision, release digest, canonical JSON, the applied-hash stamp |
+//! | [`release`] | whether a promoted flow still has the release digest it was promoted with |
 //! | [`settings`] | the operator-wide settings that shape objects, read from the chart's values |
 //! | [`topology`] | the flow's RabbitMQ plan (from `millrace-topology`) and changes the broker cannot apply in place |
 
@@ -24,6 +25,7 @@ pub mod flow;
 pub mod jq;
 pub mod objects;
 pub mod references;
+pub mod release;
 pub mod settings;
 pub mod topology;
 pub mod worker_config;
@@ -32,6 +34,7 @@ pub use digest::{APPLIED_HASH_ANNOTATION, canonical_json, digest, release_digest
 pub use flow::{FlowJudgement, Verdict, judge_flow};
 pub use objects::{CONFIG_HASH_ANNOTATION, FLOW_LABEL, RenderedFlow, WORKER_PORT, render};
 pub use references::{Catalog, ConnectionEntry, ContractEntry, Readiness};
+pub use release::{promotion_id, verify_release};
 pub use settings::RenderSettings;
 pub use topology::{migration_warnings, plan_document, topology_plan};
 pub use worker_config::{FlowInputs, ResolvedContract, secret_env_name, worker_config};

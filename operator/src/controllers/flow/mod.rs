@@ -16,7 +16,7 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 use millrace_crds::flow::{IntegrationFlow, IntegrationFlowSpec, QueueFigures, ReplicaCounts};
-use millrace_render::{Verdict, judge_flow};
+use millrace_render::{Verdict, judge_flow, verify_release};
 
 use super::{apply_pause, measured, now, write_status};
 use crate::context::Context;
@@ -121,13 +121,18 @@ async fn apply(
     status::set_conditions(&mut status, &verdicts, generation, &t);
     status.observed_generation = generation;
     status::set_contract(&mut status, judgement.input.as_ref());
+    let rollout = status::Rollout::from_verdict(&workers);
     if let Some(r) = &judgement.rendered {
         let replicas = ReplicaCounts {
             desired,
             ready: observe::available_replicas(deployment.as_ref()),
         };
-        status::set_revision(&mut status, flow, r, replicas, workers.ok, &t);
+        status::set_revision(&mut status, flow, r, replicas, rollout, &t);
     }
+    // The release: what promotion annotated, proved against the live spec. It never stops
+    // the flow: a hand edit keeps running, and is reported.
+    status::set_release(&mut status, flow, rollout, &t);
+    status::set_release_verified(&mut status, verify_release(flow).as_ref(), generation, &t);
     ctx.metrics
         .flow_ready
         .get_or_create(&crate::metrics::FlowLabels {

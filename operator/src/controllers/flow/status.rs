@@ -4,10 +4,10 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use millrace_crds::conditions::{ConditionStatus, set_condition};
 use millrace_crds::flow::{
-    HISTORY_LIMIT, IntegrationFlow, IntegrationFlowStatus, ReplicaCounts,
-    ResolvedContract as StatusContract, RevisionRecord, condition, reason,
+    HISTORY_LIMIT, IntegrationFlow, IntegrationFlowStatus, ReleaseStatus, ReplicaCounts,
+    ResolvedContract as StatusContract, RevisionRecord, condition, outcome, reason,
 };
-use millrace_render::{RenderedFlow, ResolvedContract, Verdict};
+use millrace_render::{RenderedFlow, ResolvedContract, Verdict, promotion_id, release_digest};
 
 /// The verdict of every condition, in evaluation order.
 pub struct Verdicts<'a> {
@@ -90,36 +90,137 @@ pub fn set_contract(status: &mut IntegrationFlowStatus, input: Option<&ResolvedC
     }
 }
 
-/// Records replicas and the revision: a new revision enters the history as `Applied`, and
-/// becomes `RolledOut` once the workers run it.
+/// How the worker rollout of the current revision stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rollout {
+    /// Workers are still moving to the revision (or it runs none).
+    Pending,
+    /// Every replica runs the revision and is available.
+    Done,
+    /// The rollout passed its progress deadline.
+    Stuck,
+}
+
+impl Rollout {
+    /// The rollout from the `WorkersAvailable` verdict.
+    pub fn from_verdict(workers: &Verdict) -> Self {
+        if workers.ok {
+            Self::Done
+        } else if workers.reason == reason::ROLLOUT_STUCK {
+            Self::Stuck
+        } else {
+            Self::Pending
+        }
+    }
+}
+
+/// Records replicas and the revision: a new revision enters the history as `Applied`, with
+/// the promotion that brought it, and becomes `RolledOut` once the workers run it, or `Failed`
+/// when its rollout gets stuck. A revision that brings back an earlier promotion (a rollback)
+/// marks the revisions it replaces `Reverted`.
 pub fn set_revision(
     status: &mut IntegrationFlowStatus,
     flow: &IntegrationFlow,
     rendered: &RenderedFlow,
     replicas: ReplicaCounts,
-    rolled_out: bool,
+    rollout: Rollout,
     t: &Time,
 ) {
     status.replicas = Some(replicas);
     if status.revision.as_deref() != Some(rendered.revision.as_str()) {
+        let promotion = promotion_id(flow);
+        if let Some(p) = &promotion
+            && let Some(earlier) = status
+                .history
+                .iter()
+                .skip(1)
+                .position(|h| h.promotion_id.as_ref() == Some(p))
+        {
+            for h in &mut status.history[..=earlier] {
+                if h.promotion_id.as_ref() != Some(p) {
+                    h.outcome = outcome::REVERTED.into();
+                }
+            }
+        }
         status.history.insert(
             0,
             RevisionRecord {
                 revision: rendered.revision.clone(),
                 version: flow.spec.version.0.clone(),
                 applied_at: t.clone(),
-                outcome: "Applied".into(),
+                outcome: outcome::APPLIED.into(),
+                promotion_id: promotion,
             },
         );
         status.history.truncate(HISTORY_LIMIT);
         status.revision = Some(rendered.revision.clone());
         status.version = Some(flow.spec.version.0.clone());
     }
-    if rolled_out
-        && let Some(h) = status.history.first_mut()
+    if let Some(h) = status.history.first_mut()
         && h.revision == rendered.revision
-        && h.outcome == "Applied"
+        && h.outcome == outcome::APPLIED
     {
-        h.outcome = "RolledOut".into();
+        match rollout {
+            Rollout::Done => h.outcome = outcome::ROLLED_OUT.into(),
+            Rollout::Stuck => h.outcome = outcome::FAILED.into(),
+            Rollout::Pending => {}
+        }
+    }
+}
+
+/// Records the release in force. A new release digest starts unrolled; `rolledOutAt` is set
+/// the first time every replica runs it and is available, and kept while the digest stays.
+pub fn set_release(
+    status: &mut IntegrationFlowStatus,
+    flow: &IntegrationFlow,
+    rollout: Rollout,
+    t: &Time,
+) {
+    let digest = release_digest(flow);
+    let version = flow.spec.version.0.clone();
+    let promotion = promotion_id(flow);
+    let same = status
+        .release
+        .as_ref()
+        .is_some_and(|r| r.digest == digest && r.promotion_id == promotion);
+    if !same {
+        status.release = Some(ReleaseStatus {
+            reference: ReleaseStatus::reference(&version, &digest),
+            version,
+            digest,
+            promotion_id: promotion,
+            rolled_out_at: None,
+        });
+    }
+    if let Some(r) = status.release.as_mut()
+        && r.rolled_out_at.is_none()
+        && rollout == Rollout::Done
+    {
+        r.rolled_out_at = Some(t.clone());
+    }
+}
+
+/// Sets `ReleaseVerified` on a promoted flow, and removes it from a flow that is not.
+pub fn set_release_verified(
+    status: &mut IntegrationFlowStatus,
+    verdict: Option<&Verdict>,
+    generation: Option<i64>,
+    t: &Time,
+) {
+    match verdict {
+        Some(v) => {
+            set_condition(
+                &mut status.conditions,
+                condition::RELEASE_VERIFIED,
+                ConditionStatus::from_bool(v.ok),
+                v.reason,
+                v.condition_message(),
+                generation,
+                t.clone(),
+            );
+        }
+        None => status
+            .conditions
+            .retain(|c| c.type_ != condition::RELEASE_VERIFIED),
     }
 }
