@@ -13,8 +13,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::ListParams;
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config};
+use kube::{Api, Client};
 use millrace_admission::Admission;
 use millrace_crds::naming::worker_object_name;
 use millrace_crds::worker_config::{CONFIG_MAP_KEY, WorkerConfig};
@@ -49,24 +48,7 @@ pub struct DiffArgs {
 }
 
 async fn client(args: &DiffArgs) -> Result<Client> {
-    let config = match (&args.kubeconfig, &args.context) {
-        (None, None) => Config::infer().await.context("no usable kubeconfig")?,
-        (path, context) => {
-            let kubeconfig = match path {
-                Some(p) => Kubeconfig::read_from(p)
-                    .with_context(|| format!("--kubeconfig {}", p.display()))?,
-                None => Kubeconfig::read().context("reading the kubeconfig")?,
-            };
-            let options = KubeConfigOptions {
-                context: context.clone(),
-                ..KubeConfigOptions::default()
-            };
-            Config::from_custom_kubeconfig(kubeconfig, &options)
-                .await
-                .context("the kubeconfig")?
-        }
-    };
-    Client::try_from(config).context("building a Kubernetes client")
+    crate::cluster::client(args.kubeconfig.as_deref(), args.context.as_deref()).await
 }
 
 /// Every `K` in namespace `ns`, each with its name.
@@ -369,18 +351,7 @@ async fn diff(args: &DiffArgs) -> Result<Outcome> {
 }
 
 pub fn run(args: &DiffArgs) -> Outcome {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start: {e}");
-            return Outcome::Unusable;
-        }
-    };
-    match runtime.block_on(diff(args)) {
+    match crate::cluster::block_on(diff(args)) {
         Ok(outcome) => outcome,
         Err(e) => {
             eprintln!("error: {e:#}");

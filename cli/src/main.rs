@@ -7,10 +7,13 @@
 //! not run (unreadable input, bad arguments).
 
 mod analysis;
+mod cluster;
 mod contracts;
 mod diff;
 mod input;
+mod kustomize;
 mod manifest;
+mod promotion;
 mod render;
 mod validate;
 
@@ -38,6 +41,20 @@ enum Command {
     /// Compare the rendered set with the live cluster, field by field. Exit 0 no change,
     /// 1 changes, 2 unreadable input, invalid set or unreachable cluster.
     Diff(diff::DiffArgs),
+    /// Scaffold a promotion repository: pipeline.yaml and envs/<env>/{released,env,holds.yaml}.
+    InitRepo(promotion::init::InitArgs),
+    /// Promote a released flow, with its contract versions, into the next environment as one
+    /// Git commit, once every gate passes. Exit 0 promoted (or nothing to do), 1 refused by a
+    /// gate, 2 unusable input.
+    Promote(promotion::promote::PromoteArgs),
+    /// Restore an earlier release of a flow in an environment (a forward commit), and hold it.
+    Rollback(promotion::rollback::RollbackArgs),
+    /// Holds that stop promotion into an environment.
+    #[command(subcommand)]
+    Hold(promotion::hold::HoldCommand),
+    /// The release a flow runs in an environment; with --wait, exit 0 once it is rolled out
+    /// and Ready, 1 on failure or timeout.
+    Status(promotion::status::StatusArgs),
     /// Event contracts: schema compatibility and manifest checks.
     #[command(subcommand)]
     Contracts(contracts::ContractsCommand),
@@ -77,6 +94,11 @@ fn main() -> ExitCode {
         Command::Render(args) => render::run(&args),
         Command::Diff(args) => diff::run(&args),
         Command::Contracts(command) => contracts::run(command),
+        Command::InitRepo(args) => promotion::init::run(&args),
+        Command::Promote(args) => promotion::promote::run(&args),
+        Command::Rollback(args) => promotion::rollback::run(&args),
+        Command::Hold(command) => promotion::hold::run(&command),
+        Command::Status(args) => promotion::status::run(&args),
         Command::Completion { shell } => {
             clap_complete::generate(
                 shell,

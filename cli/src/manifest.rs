@@ -1,6 +1,9 @@
 //! The set of manifests a command works on: every document of every file given (directories are
 //! walked for `.yaml`, `.yml` and `.json`; `-` is standard input), each with where it came from.
 //!
+//! A folder with a `kustomization.yaml` is built the way Argo CD and Flux would sync it (see
+//! [`crate::kustomize`]), so `millrace validate envs/prod` judges what the cluster will receive.
+//!
 //! Input that cannot be read as a set is refused as a whole, with one line naming the file:
 //! a file that cannot be read, text that is not YAML, a document without `kind`, a Millrace
 //! apiVersion with a kind this release does not serve, and the same object twice.
@@ -100,28 +103,68 @@ fn parse(file: &str, text: &str) -> Result<Vec<(usize, Value)>> {
     Ok(out)
 }
 
-/// Reads every object of `paths`, giving namespaced objects `namespace` when it is set.
-pub fn load(paths: &[PathBuf], namespace: Option<&str>) -> Result<Vec<Manifest>> {
-    let mut texts: Vec<(String, String)> = Vec::new();
+/// One document read from a file, before it is checked.
+#[derive(Clone, Debug)]
+pub struct Parsed {
+    /// The file as given.
+    pub file: String,
+    /// The line where the document starts (1-based).
+    pub line: usize,
+    /// The document.
+    pub value: Value,
+}
+
+/// Every document of one file.
+pub fn parse_file(path: &Path) -> Result<Vec<Parsed>> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| anyhow!("{file}: cannot read: {e}"))?;
+    Ok(parse(&file, &text)?
+        .into_iter()
+        .map(|(line, value)| Parsed {
+            file: file.clone(),
+            line,
+            value,
+        })
+        .collect())
+}
+
+/// Every document of `paths`: files, folders (built when they hold a kustomization, walked
+/// otherwise) and `-`.
+pub fn read(paths: &[PathBuf]) -> Result<Vec<Parsed>> {
+    let mut out = Vec::new();
     for path in paths {
         if path == Path::new("-") {
             let mut text = String::new();
             std::io::stdin()
                 .read_to_string(&mut text)
                 .map_err(|e| anyhow!("-: cannot read standard input: {e}"))?;
-            texts.push(("-".into(), text));
-            continue;
-        }
-        for file in manifest_files(path)? {
-            let text = std::fs::read_to_string(&file)
-                .map_err(|e| anyhow!("{}: cannot read: {e}", file.display()))?;
-            texts.push((file.display().to_string(), text));
+            out.extend(parse("-", &text)?.into_iter().map(|(line, value)| Parsed {
+                file: "-".into(),
+                line,
+                value,
+            }));
+        } else if path.is_dir() && crate::kustomize::kustomization_file(path).is_some() {
+            out.extend(crate::kustomize::build(path)?);
+        } else {
+            for file in manifest_files(path)? {
+                out.extend(parse_file(&file)?);
+            }
         }
     }
+    Ok(out)
+}
+
+/// Reads every object of `paths`, giving namespaced objects `namespace` when it is set.
+pub fn load(paths: &[PathBuf], namespace: Option<&str>) -> Result<Vec<Manifest>> {
+    checked(read(paths)?, namespace)
+}
+
+/// Checks parsed documents into manifests: each an object with kind and apiVersion, none twice.
+pub fn checked(documents: Vec<Parsed>, namespace: Option<&str>) -> Result<Vec<Manifest>> {
     let mut manifests = Vec::new();
     let mut seen: BTreeMap<(String, String, String, String), String> = BTreeMap::new();
-    for (file, text) in texts {
-        for (line, value) in parse(&file, &text)? {
+    for Parsed { file, line, value } in documents {
+        {
             let Some(object) = value.as_object() else {
                 bail!("{file}:{line}: the document is not an object with apiVersion and kind");
             };
