@@ -1,8 +1,6 @@
 //! The operator against the real control plane and RabbitMQ that `make env-up` starts.
 //! Each test runs its own operator, scoped to a fresh namespace, on a fresh RabbitMQ vhost.
 
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -13,80 +11,12 @@ use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use millrace_crds::{EventContract, IntegrationFlow, PartnerConnection};
-use millrace_operator::context::Settings;
 use millrace_operator::metrics::Metrics;
-use millrace_render::RenderSettings;
 mod support;
-use support::apply;
+use support::{Operator, apply, start_operator, start_worker};
 
 use millrace_testkit::{TestNamespace, TestVhost};
 use serde_json::{Value, json};
-
-/// A running operator for one namespace, with its metrics.
-struct Operator {
-    metrics: Arc<Metrics>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-fn start_operator(client: &Client, ns: &str) -> Operator {
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_env_filter("millrace_operator=debug,kube=info")
-        .try_init();
-    let metrics = Arc::new(Metrics::default());
-    let settings = Settings {
-        render: RenderSettings {
-            worker_image: "millrace-worker:test".into(),
-        },
-        drift_interval: Duration::from_secs(5),
-        sample_interval: Duration::from_secs(2),
-        dlq_growth_per_minute: 30.0,
-        probe_interval: Duration::from_secs(5),
-    };
-    let (client, ns, m) = (client.clone(), ns.to_string(), metrics.clone());
-    let task = tokio::spawn(async move {
-        let ready = Arc::new(AtomicBool::new(false));
-        if let Err(e) =
-            millrace_operator::run::run_controllers(client, settings, Some(ns), m, ready).await
-        {
-            panic!("operator stopped: {e}");
-        }
-    });
-    Operator { metrics, task }
-}
-
-/// A `millrace-worker --configmap` process, killed when dropped.
-struct Worker(std::process::Child);
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts the worker binary built next to this test (`make test` builds it first).
-fn start_worker(ns: &str, configmap: &str) -> Worker {
-    let bin = millrace_testkit::workspace_binary("millrace-worker");
-    let child = std::process::Command::new(&bin)
-        .args([
-            "--configmap",
-            &format!("{ns}/{configmap}"),
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .env("KUBECONFIG", millrace_testkit::kubeconfig_path())
-        .env("RUST_LOG", "warn")
-        .spawn()
-        .expect("worker starts");
-    Worker(child)
-}
 
 fn contract(name: &str) -> Value {
     json!({

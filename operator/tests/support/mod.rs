@@ -2,7 +2,14 @@
 #![allow(dead_code)]
 
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
 use kube::{Api, Client};
+use millrace_operator::context::Settings;
+use millrace_operator::metrics::Metrics;
+use millrace_render::RenderSettings;
 use serde_json::Value;
 
 /// Applies one manifest (any namespaced kind) server-side, as a person would with kubectl.
@@ -41,4 +48,70 @@ pub async fn apply(client: &Client, ns: &str, doc: Value) {
 pub fn documents_under(dir: &std::path::Path) -> Vec<Value> {
     use millrace_testkit::manifests::{documents, yaml_files};
     yaml_files(dir).iter().flat_map(|f| documents(f)).collect()
+}
+
+/// A running operator for one namespace, with its metrics.
+pub struct Operator {
+    pub metrics: Arc<Metrics>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub fn start_operator(client: &Client, ns: &str) -> Operator {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("millrace_operator=debug,kube=info")
+        .try_init();
+    let metrics = Arc::new(Metrics::default());
+    let settings = Settings {
+        render: RenderSettings {
+            worker_image: "millrace-worker:test".into(),
+        },
+        drift_interval: Duration::from_secs(5),
+        sample_interval: Duration::from_secs(2),
+        dlq_growth_per_minute: 30.0,
+        probe_interval: Duration::from_secs(5),
+    };
+    let (client, ns, m) = (client.clone(), ns.to_string(), metrics.clone());
+    let task = tokio::spawn(async move {
+        let ready = Arc::new(AtomicBool::new(false));
+        if let Err(e) =
+            millrace_operator::run::run_controllers(client, settings, Some(ns), m, ready).await
+        {
+            panic!("operator stopped: {e}");
+        }
+    });
+    Operator { metrics, task }
+}
+
+/// A `millrace-worker --configmap` process, killed when dropped.
+pub struct Worker(pub std::process::Child);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the worker binary built next to this test (`make test` builds it first).
+pub fn start_worker(ns: &str, configmap: &str) -> Worker {
+    let bin = millrace_testkit::workspace_binary("millrace-worker");
+    let child = std::process::Command::new(&bin)
+        .args([
+            "--configmap",
+            &format!("{ns}/{configmap}"),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("KUBECONFIG", millrace_testkit::kubeconfig_path())
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("worker starts");
+    Worker(child)
 }
