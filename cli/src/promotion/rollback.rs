@@ -51,41 +51,37 @@ fn rollback(args: &RollbackArgs) -> Result<Outcome> {
     let current_digest = release_digest(&current.object);
     let current_id = promotion_id(&current.object);
 
-    // The earlier releases of this flow into this environment, newest first.
-    let prefix = format!("{}@", args.flow);
-    let history = repo
-        .git
-        .log(&repo.git_path(&Repo::released_rel(&env.name)))?;
-    let earlier = history.iter().find(|c| {
-        c.trailer(trailer::ENVIRONMENT) == Some(env.name.as_str())
-            && c.trailer(trailer::FLOW)
-                .is_some_and(|f| f.starts_with(&prefix))
-            && c.trailer(trailer::RELEASE_DIGEST)
-                .is_some_and(|d| d != current_digest)
-            && args
-                .to
-                .as_ref()
-                .is_none_or(|v| c.trailer(trailer::FLOW) == Some(format!("{prefix}{v}").as_str()))
-    });
-    let Some(earlier) = earlier else {
+    // The earlier releases of this flow in this environment, newest first: every commit that
+    // changed its file (promotions carry trailers; the first release may predate them).
+    let path = repo.git_path(&current.path);
+    let mut found = None;
+    for c in repo.git.log(&path)? {
+        let Ok(bytes) = repo.git.show(&c.commit, &path) else {
+            continue;
+        };
+        let Ok(text) = String::from_utf8(bytes) else {
+            continue;
+        };
+        let Ok(flow) = serde_yaml::from_str::<IntegrationFlow>(&text) else {
+            continue;
+        };
+        let wanted = args.to.as_ref().is_none_or(|v| flow.spec.version.0 == *v);
+        if release_digest(&flow) != current_digest && wanted {
+            found = Some((c, text, flow));
+            break;
+        }
+    }
+    let Some((earlier, text, restored)) = found else {
         bail!(
-            "no earlier release of {}{} into {} in the history of {}: rollback restores what promote committed",
+            "no earlier release of {}{} in the history of {}: there is nothing to restore",
             args.flow,
             args.to
                 .as_ref()
                 .map(|v| format!(" at version {v}"))
                 .unwrap_or_default(),
-            env.name,
-            Repo::released_rel(&env.name)
+            current.path
         );
     };
-    let bytes = repo
-        .git
-        .show(&earlier.commit, &repo.git_path(&current.path))?;
-    let text = String::from_utf8(bytes)
-        .map_err(|_| anyhow!("{} at {} is not UTF-8", current.path, earlier.commit))?;
-    let restored: IntegrationFlow = serde_yaml::from_str(&text)
-        .map_err(|e| anyhow!("{} at {}: {e}", current.path, earlier.commit))?;
     let digest = release_digest(&restored);
 
     // The contract versions it uses are still there (versions are append-only).
@@ -120,7 +116,9 @@ fn rollback(args: &RollbackArgs) -> Result<Outcome> {
     if !refusals.is_empty() {
         return Ok(refused(&refusals));
     }
-    let restored_id = promotion_id(&restored).unwrap_or_default();
+    let restored_id = promotion_id(&restored)
+        .or_else(|| earlier.trailer(trailer::PROMOTION_ID).map(str::to_string))
+        .unwrap_or_else(|| "(unpromoted)".into());
     let message = format!(
         "rollback {} in {} to {}\n\nRestores the release of commit {} and holds the flow in {}.\n\n{}: {restored_id}\n{}: {}\n{}: {}\n{}: {digest}\n{}: {}\n",
         args.flow,

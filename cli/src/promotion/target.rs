@@ -115,7 +115,16 @@ pub fn check(
 ) -> Result<Vec<Refusal>> {
     let name = flow.metadata.name.as_deref().unwrap_or_default();
     let mut refusals = gates::connections(flow, &defined_connections(repo, env)?, env);
-    let after = judge(repo, env, writes)?;
+    let after = match judge(repo, env, writes) {
+        Ok(a) => a,
+        Err(e) => {
+            refusals.push(Refusal {
+                gate: Gate::Render,
+                evidence: format!("envs/{env} does not build after the change: {e:#}"),
+            });
+            return Ok(refusals);
+        }
+    };
     refusals.extend(render_gate(&after, env));
     let before = judge(repo, env, &Vec::new()).ok();
     refusals.extend(topology_gate(
