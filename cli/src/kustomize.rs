@@ -230,3 +230,85 @@ fn apply_patch(objects: &mut [Parsed], patch: &Patch, shown: &str, index: usize)
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, rel: &str, text: &str) {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    const FLOW: &str = "apiVersion: millrace.dev/v1alpha1\nkind: IntegrationFlow\nmetadata: {name: f}\nspec: {version: 1.0.0, workers: {replicas: 1, prefetch: 10}}\n";
+
+    #[test]
+    fn resources_namespace_and_patches_build_like_kustomize() {
+        let d = tempfile::tempdir().unwrap();
+        write(
+            d.path(),
+            "released/kustomization.yaml",
+            "resources: [f.yaml]\n",
+        );
+        write(d.path(), "released/f.yaml", FLOW);
+        write(
+            d.path(),
+            "kustomization.yaml",
+            "namespace: prod\nresources: [released]\npatches:\n- path: p.yaml\n- target: {kind: IntegrationFlow, name: f}\n  patch: |\n    - {op: add, path: /spec/suspend, value: true}\ncommonLabels: {plant: berlin}\n",
+        );
+        write(
+            d.path(),
+            "p.yaml",
+            "apiVersion: millrace.dev/v1alpha1\nkind: IntegrationFlow\nmetadata: {name: f}\nspec: {workers: {replicas: 3}}\n",
+        );
+        let built = build(d.path()).unwrap();
+        assert_eq!(built.len(), 1);
+        let v = &built[0].value;
+        assert_eq!(v["metadata"]["namespace"], "prod");
+        assert_eq!(v["metadata"]["labels"]["plant"], "berlin");
+        assert_eq!(v["spec"]["workers"]["replicas"], 3);
+        assert_eq!(
+            v["spec"]["workers"]["prefetch"], 10,
+            "a merge patch keeps the rest"
+        );
+        assert_eq!(v["spec"]["suspend"], true);
+        assert!(built[0].file.ends_with("released/f.yaml"));
+    }
+
+    #[test]
+    fn what_it_cannot_build_is_refused_by_name() {
+        let d = tempfile::tempdir().unwrap();
+        write(
+            d.path(),
+            "kustomization.yaml",
+            "resources: []\nconfigMapGenerator: []\n",
+        );
+        let e = build(d.path()).unwrap_err().to_string();
+        assert!(e.contains("configMapGenerator is not supported"), "{e}");
+        write(
+            d.path(),
+            "kustomization.yaml",
+            "resources: [missing.yaml]\n",
+        );
+        assert!(
+            build(d.path())
+                .unwrap_err()
+                .to_string()
+                .contains("does not exist")
+        );
+        write(
+            d.path(),
+            "kustomization.yaml",
+            "resources: [f.yaml]\npatches: [{path: p.yaml}]\n",
+        );
+        write(d.path(), "f.yaml", FLOW);
+        write(
+            d.path(),
+            "p.yaml",
+            "kind: IntegrationFlow\nmetadata: {name: other}\n",
+        );
+        let e = build(d.path()).unwrap_err().to_string();
+        assert!(e.contains("matches no resource"), "{e}");
+    }
+}

@@ -472,7 +472,7 @@ spec:
             "staging",
             now,
         );
-        assert!(r.unwrap().evidence.contains("wait 4m"));
+        assert!(r.unwrap().evidence.contains(" of soak 5m; wait "));
         // Rolled out 10 s ago.
         let (_, r) = soak(
             &flow_with(ago(600), ago(10)),
