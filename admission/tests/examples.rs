@@ -4,7 +4,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{documents, listed, repo_root, shown, yaml_files};
+use common::{documents, example_files, listed, repo_root, shown, yaml_files};
 use millrace_admission::Admission;
 
 #[test]
@@ -13,7 +13,7 @@ fn every_example_is_admitted() {
     let mut refused = Vec::new();
     let mut admitted: BTreeMap<String, usize> = BTreeMap::new();
     let mut not_served: BTreeMap<String, usize> = BTreeMap::new();
-    for file in yaml_files(&repo_root().join("examples")) {
+    for file in example_files(&repo_root().join("examples")) {
         for document in documents(&file) {
             let api_version = document["apiVersion"].as_str().unwrap_or_default();
             let kind = document["kind"].as_str().unwrap_or_default().to_string();

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{documents, repo_root, yaml_files};
+use common::{documents, example_files, repo_root};
 use millrace_admission::Admission;
 
 #[test]
@@ -14,7 +14,7 @@ use millrace_admission::Admission;
 )]
 fn validating_3000_objects_takes_well_under_a_second() {
     let admission = Admission::millrace();
-    let examples: Vec<serde_json::Value> = yaml_files(&repo_root().join("examples"))
+    let examples: Vec<serde_json::Value> = example_files(&repo_root().join("examples"))
         .iter()
         .flat_map(|file| documents(file))
         .filter(|document| {

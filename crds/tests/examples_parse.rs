@@ -11,6 +11,18 @@ fn manifests(dir: &Path, out: &mut Vec<PathBuf>) {
     };
     for entry in entries.flatten() {
         let path = entry.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        // A promotion repository's machinery holds no whole objects: kustomizations, the
+        // pipeline, holds, and partial objects under patches/.
+        if matches!(
+            name,
+            "kustomization.yaml" | "pipeline.yaml" | "holds.yaml" | "patches"
+        ) {
+            continue;
+        }
         if path.is_dir() {
             manifests(&path, out);
         } else if path.extension().is_some_and(|x| x == "yaml" || x == "yml") {

@@ -30,14 +30,7 @@ struct Repo {
     kubeconfig: PathBuf,
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use millrace_testkit::output_text as text;
 
 fn run(dir: &Path, program: &Path, args: &[&str], kubeconfig: &Path) -> Output {
     Command::new(program)
@@ -722,6 +715,36 @@ async fn promote_soak_verify_rollback_and_refuse() {
     );
     assert_eq!(repo.head(), head);
 
+    // Topology: partitions need --allow-topology-change; --dry-run writes nothing.
+    repo.git(&["revert", "--no-edit", "HEAD"]);
+    repo.edit_flow("dev", |v| {
+        v["spec"]["version"] = "1.4.0".into();
+        v["spec"]["delivery"]["ordering"] = json!({"key": ".materialId", "partitions": 4});
+    });
+    repo.commit_all("scrap-to-finance 1.4.0: ordered by material");
+    let head = repo.head();
+    let o = repo.promote("dev", "staging", &skip);
+    refused_by(&o, "topology");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("partitions change from 0 to 4"),
+        "{}",
+        text(&o)
+    );
+    let mut allowed = skip.to_vec();
+    allowed.push("--allow-topology-change");
+    let mut dry = allowed.clone();
+    dry.push("--dry-run");
+    let o = repo.promote("dev", "staging", &dry);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("would commit"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(repo.head(), head, "a dry run writes nothing");
+    let o = repo.promote("dev", "staging", &allowed);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_ne!(repo.head(), head);
     drop(staging_worker);
     let _ = &repo.remote;
 }

@@ -300,7 +300,7 @@ async fn flow_is_rendered_declared_and_ready_only_once_a_worker_consumes() {
     assert_eq!(
         header,
         [
-            "NAME", "READY", "REASON", "VERSION", "CONTRACT", "BACKLOG", "DLQ", "AGE"
+            "NAME", "READY", "REASON", "VERSION", "RELEASE", "CONTRACT", "BACKLOG", "DLQ", "AGE"
         ],
         "{text}"
     );
@@ -311,13 +311,15 @@ async fn flow_is_rendered_declared_and_ready_only_once_a_worker_consumes() {
         .collect();
     let queue = ready.status.as_ref().unwrap().queue.clone().unwrap();
     let (backlog, dlq) = (queue.backlog.to_string(), queue.dead_letters.to_string());
+    let release = ready.status.as_ref().unwrap().release.clone().unwrap();
     assert_eq!(
-        row[..7],
+        row[..8],
         [
             "orders-to-erp",
             "True",
             "Ready",
             "1.0.0",
+            release.reference.as_str(),
             "orders@v1",
             backlog.as_str(),
             dlq.as_str()

@@ -32,14 +32,7 @@ fn millrace(args: &[&str]) -> Output {
         .expect("millrace runs")
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use millrace_testkit::output_text as text;
 
 /// Applies the example into `ns`, with every broker URI pointing at the test's vhost.
 async fn apply_example(client: &Client, ns: &str, broker: &TestVhost) -> Vec<String> {

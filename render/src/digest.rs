@@ -86,14 +86,15 @@ pub fn stamp<K: Resource + serde::Serialize>(mut obj: K) -> K {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn flow(yaml: &str) -> IntegrationFlow {
         serde_yaml::from_str(yaml).unwrap()
     }
 
-    const FLOW: &str = r#"
+    /// A small flow, for the tests of this crate.
+    pub(crate) const FLOW: &str = r#"
 apiVersion: millrace.dev/v1alpha1
 kind: IntegrationFlow
 metadata: {name: receipts}

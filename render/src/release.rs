@@ -48,21 +48,7 @@ mod tests {
     use super::*;
 
     fn flow() -> IntegrationFlow {
-        serde_yaml::from_str(
-            r#"
-apiVersion: millrace.dev/v1alpha1
-kind: IntegrationFlow
-metadata: {name: receipts}
-spec:
-  version: 1.4.0
-  source: {amqp: {connection: wms, exchange: wms.events, routingKeys: ["receipt.#"]}}
-  contract: {name: goods-receipt, version: 1}
-  routes:
-    - name: erp
-      destination: {connection: s4, http: {path: /receipts}}
-"#,
-        )
-        .unwrap()
+        serde_yaml::from_str(crate::digest::tests::FLOW).unwrap()
     }
 
     fn annotate(flow: &mut IntegrationFlow, digest: &str) {

@@ -24,6 +24,6 @@ pub mod manifests;
 mod namespace;
 mod vhost;
 
-pub use env::{kube_client, kubeconfig_path, millrace_home, workspace_binary};
+pub use env::{kube_client, kubeconfig_path, millrace_home, output_text, workspace_binary};
 pub use namespace::TestNamespace;
 pub use vhost::TestVhost;

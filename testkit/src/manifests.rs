@@ -43,6 +43,22 @@ pub fn yaml_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// The manifests of the examples under `dir`: every YAML file that holds whole Kubernetes
+/// objects. A promotion repository's machinery is left out: kustomizations, `pipeline.yaml`,
+/// `holds.yaml`, and partial objects under a `patches/` folder.
+pub fn example_files(dir: &Path) -> Vec<PathBuf> {
+    yaml_files(dir)
+        .into_iter()
+        .filter(|f| {
+            let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            !matches!(
+                name,
+                "kustomization.yaml" | "kustomization.yml" | "pipeline.yaml" | "holds.yaml"
+            ) && !f.components().any(|c| c.as_os_str() == "patches")
+        })
+        .collect()
+}
+
 /// The non-empty documents of a multi-document YAML file, as JSON.
 pub fn documents(path: &Path) -> Vec<serde_json::Value> {
     let text =

@@ -15,7 +15,9 @@ use kube::discovery::{ApiCapabilities, ApiResource, Scope, pinned_kind};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client};
 use millrace_testkit::TestNamespace;
-use millrace_testkit::manifests::{documents, expectation, repo_root, shown, yaml_files};
+use millrace_testkit::manifests::{
+    documents, example_files, expectation, repo_root, shown, yaml_files,
+};
 
 const FIELD_MANAGER: &str = "millrace-tests";
 
@@ -124,7 +126,7 @@ async fn every_example_is_accepted() {
 
     let mut refused = Vec::new();
     let mut accepted_by_kind: HashMap<String, usize> = HashMap::new();
-    for file in yaml_files(&repo_root().join("examples")) {
+    for file in example_files(&repo_root().join("examples")) {
         for doc in documents(&file) {
             let object = object_from(&file, doc);
             let kind = object
@@ -257,7 +259,7 @@ async fn offline_validate_gives_the_apiservers_verdict() {
         std::fs::write(extra.join(name), text).expect("fixture written");
     }
     let mut files = yaml_files(&repo_root().join("tests/fixtures/invalid"));
-    files.extend(yaml_files(&repo_root().join("examples")));
+    files.extend(example_files(&repo_root().join("examples")));
     files.extend(yaml_files(&extra));
 
     let mut disagreements = Vec::new();

@@ -3,7 +3,7 @@
 // Each test binary uses part of these helpers.
 #![allow(dead_code, unused_imports)]
 
-pub use millrace_testkit::manifests::{documents, repo_root, shown, yaml_files};
+pub use millrace_testkit::manifests::{documents, example_files, repo_root, shown, yaml_files};
 
 /// Violations one per line, for assertion messages.
 pub fn listed(violations: &[millrace_admission::Violation]) -> String {
