@@ -111,6 +111,16 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     bin
 }
 
+/// What a finished process printed, with its exit code, for assertion messages.
+pub fn output_text(o: &std::process::Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::unique_name;
@@ -129,14 +139,4 @@ mod tests {
         }
         assert_ne!(unique_name("a"), unique_name("a"));
     }
-}
-
-/// What a finished process printed, with its exit code, for assertion messages.
-pub fn output_text(o: &std::process::Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
