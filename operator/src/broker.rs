@@ -36,6 +36,10 @@ pub struct QueueCounts {
     pub consumers: u32,
 }
 
+fn is_not_found(e: &lapin::Error) -> bool {
+    matches!(e.kind(), lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 404)
+}
+
 fn broker_error(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Broker(format!("{what}: {e}"))
 }
@@ -108,6 +112,47 @@ impl Brokers {
         }
         let _ = ch.close(200, "done".into()).await;
         Ok(())
+    }
+
+    /// Removes the bindings from partner exchanges to the flow's main queue and archive, so
+    /// that nothing new arrives while the queues and their messages stay (deletion policy
+    /// Retain). A queue or exchange that is already gone is not an error. Returns how many
+    /// bindings were removed.
+    pub async fn unbind_sources(
+        &self,
+        uri: &str,
+        names: &FlowNames,
+        sources: &[(String, String)],
+    ) -> Result<usize> {
+        let mut removed = 0;
+        for (exchange, key) in sources {
+            for queue in [names.main_queue(), names.archive_stream()] {
+                // The broker closes a channel on a missing queue: one channel per binding.
+                let ch = self.channel(uri).await?;
+                let result = ch
+                    .queue_unbind(
+                        queue.as_str().into(),
+                        exchange.as_str().into(),
+                        key.as_str().into(),
+                        FieldTable::default(),
+                    )
+                    .await;
+                match result {
+                    Ok(()) => {
+                        removed += 1;
+                        let _ = ch.close(200, "done".into()).await;
+                    }
+                    Err(e) if is_not_found(&e) => {}
+                    Err(e) => {
+                        return Err(broker_error(
+                            &format!("unbind {queue} from {exchange} with key {key}"),
+                            e,
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(removed)
     }
 
     /// Samples message and consumer counts with passive declarations. A missing queue reads as

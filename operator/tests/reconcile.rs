@@ -597,6 +597,54 @@ async fn bad_jq_and_bad_references_give_conditions_events_and_no_hot_loop() {
     );
 }
 
+/// Starts the worker binary with the container args and Secret env of the flow's live
+/// Deployment, as the kubelet would, with the config file and the listen port made local.
+async fn run_as_deployment(client: &Client, ns: &str, flow: &str) -> support::Worker {
+    let name = format!("{flow}-worker");
+    let dep = Api::<Deployment>::namespaced(client.clone(), ns)
+        .get(&name)
+        .await
+        .expect("the worker Deployment");
+    let container = dep.spec.template.spec.unwrap().containers[0].clone();
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .get(&name)
+        .await
+        .expect("the worker ConfigMap");
+    let (key, config) = cm.data.unwrap().into_iter().next().unwrap();
+    let dir = tempfile::tempdir().unwrap().keep();
+    let config_path = dir.join(&key);
+    std::fs::write(&config_path, config).unwrap();
+    let mut args = container.args.unwrap_or_default();
+    for (i, a) in args.clone().iter().enumerate() {
+        if a.starts_with("/etc/millrace/") {
+            args[i] = config_path.display().to_string();
+        }
+        if a.starts_with("0.0.0.0:") {
+            args[i] = "127.0.0.1:0".into();
+        }
+    }
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), ns);
+    let mut cmd = std::process::Command::new(millrace_testkit::workspace_binary("millrace-worker"));
+    cmd.args(&args)
+        .env("RUST_LOG", "warn")
+        .env_remove("KUBECONFIG");
+    for e in container.env.unwrap_or_default() {
+        if let Some(r) = e.value_from.and_then(|v| v.secret_key_ref) {
+            let s = secrets.get(&r.name).await.expect("the referenced Secret");
+            let value = s
+                .data
+                .and_then(|d| d.get(&r.key).cloned())
+                .map(|b| String::from_utf8(b.0).unwrap())
+                .or_else(|| s.string_data.and_then(|d| d.get(&r.key).cloned()))
+                .expect("the Secret key");
+            cmd.env(e.name, value);
+        } else if let Some(v) = e.value {
+            cmd.env(e.name, v);
+        }
+    }
+    support::Worker(cmd.spawn().expect("worker starts"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deletion_honours_the_deletion_policy() {
     let Fixture {
@@ -658,6 +706,10 @@ async fn deletion_honours_the_deletion_policy() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // A worker runs `removed` exactly as its Deployment says: while it runs, the deletion must
+    // stay a deletion (a worker that declares topology would bring the queues back).
+    let _worker = run_as_deployment(&client, ns.name(), "removed").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let flows: Api<IntegrationFlow> = Api::namespaced(client.clone(), ns.name());
     for name in ["kept", "removed"] {
         flows.delete(name, &DeleteParams::default()).await.unwrap();
@@ -690,6 +742,31 @@ async fn deletion_honours_the_deletion_policy() {
         .await
         .expect("Retain keeps the queue");
     assert_eq!(kept.message_count(), 1, "Retain keeps the messages");
+    // Retain keeps the queue but unbinds it: what the partner publishes now goes nowhere.
+    ch.basic_publish(
+        "mes.events".into(),
+        "order.created".into(),
+        BasicPublishOptions::default(),
+        br#"{"id":"B","qty":1}"#,
+        BasicProperties::default().with_delivery_mode(2),
+    )
+    .await
+    .unwrap();
+    // Give the worker of `removed`, still running, time to reconnect and redeclare if it would.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let kept = ch
+        .queue_declare(
+            format!("millrace.{}.kept", ns.name()).as_str().into(),
+            passive,
+            FieldTable::default(),
+        )
+        .await
+        .expect("Retain keeps the queue");
+    assert_eq!(
+        kept.message_count(),
+        1,
+        "nothing new reaches a retained queue"
+    );
     let ch2 = conn.create_channel().await.unwrap();
     let gone = ch2
         .queue_declare(

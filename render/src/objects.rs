@@ -154,9 +154,12 @@ pub fn render(
     let container = Container {
         name: "worker".into(),
         image: Some(settings.worker_image.clone()),
+        // The operator declares and deletes the topology; a worker in a cluster never declares
+        // it, or a flow deleted with its queues would get them back from a running worker.
         args: Some(vec![
             "--config".into(),
             format!("/etc/millrace/{CONFIG_MAP_KEY}"),
+            "--declare-topology=false".into(),
             "--listen".into(),
             format!("0.0.0.0:{WORKER_PORT}"),
         ]),

@@ -21,12 +21,8 @@ pub async fn cleanup(flow: &IntegrationFlow, ctx: &Context) -> Result<Action> {
         namespace: flow_ref.namespace.clone().unwrap_or_default(),
         flow: flow_ref.name.clone(),
     });
-    if flow.spec.deletion_policy == DeletionPolicy::Retain {
-        tracing::info!(flow = %flow_ref, "deletionPolicy Retain: queues and their messages are kept");
-        return Ok(Action::await_change());
-    }
-    // Delete: remove the topology. The broker URI comes from the remembered queues, or is
-    // resolved again after an operator restart.
+    // The broker URI comes from the remembered queues, or is resolved again after an
+    // operator restart.
     let ns = flow
         .namespace()
         .ok_or(Error::MissingMetadata("namespace"))?;
@@ -52,18 +48,34 @@ pub async fn cleanup(flow: &IntegrationFlow, ctx: &Context) -> Result<Action> {
         },
     };
     let Some(uri) = uri else {
-        tracing::warn!(flow = %flow_ref, "deletionPolicy Delete, but the broker cannot be resolved; queues are left in place");
+        tracing::warn!(flow = %flow_ref, policy = ?flow.spec.deletion_policy, "the broker cannot be resolved; queues and bindings are left in place");
         return Ok(Action::await_change());
     };
+    let names = FlowNames::new(&ns, &flow.name_any());
+    if flow.spec.deletion_policy == DeletionPolicy::Retain {
+        // Keep the queues and their messages, but let nothing new arrive.
+        let sources: Vec<(String, String)> = flow
+            .spec
+            .source
+            .amqp
+            .iter()
+            .flat_map(|a| {
+                a.routing_keys
+                    .iter()
+                    .map(|k| (a.exchange.clone(), k.clone()))
+            })
+            .collect();
+        let removed = ctx.brokers.unbind_sources(&uri, &names, &sources).await?;
+        tracing::info!(flow = %flow_ref, bindings_removed = removed, "deletionPolicy Retain: queues and their messages are kept; source bindings removed");
+        return Ok(Action::await_change());
+    }
     let partitions = flow
         .spec
         .delivery
         .as_ref()
         .and_then(|d| d.ordering.as_ref())
         .map_or(0, |o| o.partitions);
-    ctx.brokers
-        .delete_flow(&uri, &FlowNames::new(&ns, &flow.name_any()), partitions)
-        .await?;
+    ctx.brokers.delete_flow(&uri, &names, partitions).await?;
     tracing::info!(flow = %flow_ref, "deletionPolicy Delete: topology removed");
     Ok(Action::await_change())
 }
