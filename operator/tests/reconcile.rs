@@ -914,3 +914,78 @@ async fn no_secret_reaches_status_or_events() {
         "a secret leaked into status or Events:\n{seen}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hand_edits_of_children_are_repaired_by_content() {
+    let Fixture {
+        ns,
+        broker: _broker,
+        client,
+        op: _op,
+    } = Fixture::new("op-drift").await;
+    apply(&client, ns.name(), contract("orders")).await;
+    apply(&client, ns.name(), flow("drifty", "orders", ".", "Delete")).await;
+    wait_flow(
+        &client,
+        ns.name(),
+        "drifty",
+        Duration::from_secs(60),
+        "TopologyReady",
+        |f| is(f, "TopologyReady", "True", None),
+    )
+    .await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns.name());
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), ns.name());
+    let name = "drifty-worker";
+    let wanted_cm = cms.get(name).await.unwrap().data;
+    let wanted_args = deps
+        .get(name)
+        .await
+        .unwrap()
+        .spec
+        .template
+        .spec
+        .unwrap()
+        .containers[0]
+        .args
+        .clone();
+    // Edits that keep the applied-hash annotation, as `kubectl edit` would.
+    let key = wanted_cm.as_ref().unwrap().keys().next().unwrap().clone();
+    cms.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {key.clone(): "{}"}})),
+    )
+    .await
+    .unwrap();
+    deps.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [{"name": "worker", "args": ["--config", "/tmp/elsewhere.json"]}]}}}})),
+    )
+    .await
+    .unwrap();
+    let start = Instant::now();
+    loop {
+        let cm = cms.get(name).await.unwrap().data;
+        let args = deps
+            .get(name)
+            .await
+            .unwrap()
+            .spec
+            .template
+            .spec
+            .unwrap()
+            .containers[0]
+            .args
+            .clone();
+        if cm == wanted_cm && args == wanted_args {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "hand edits not repaired within 30 s (drift interval 5 s): data {cm:?}, args {args:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

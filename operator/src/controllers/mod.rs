@@ -21,26 +21,48 @@ use crate::context::Context;
 use crate::error::Result;
 use millrace_render::APPLIED_HASH_ANNOTATION;
 
+#[cfg(test)]
+mod tests {
+    use super::covers;
+    use serde_json::json;
+
+    #[test]
+    fn live_objects_with_defaults_cover_what_was_applied() {
+        let want = json!({"data": {"a": "1"}, "spec": {"ports": [{"port": 80}], "env": []}});
+        let live = json!({"data": {"a": "1"}, "metadata": {"uid": "x"}, "spec": {"ports": [{"port": 80, "protocol": "TCP"}]}});
+        assert!(covers(&live, &want));
+        let edited = json!({"data": {"a": "2"}, "spec": {"ports": [{"port": 80}]}});
+        assert!(!covers(&edited, &want), "a changed value");
+        let extra = json!({"data": {"a": "1"}, "spec": {"ports": [{"port": 80}, {"port": 81}]}});
+        assert!(!covers(&extra, &want), "a list item added by hand");
+        let removed = json!({"spec": {"ports": [{"port": 80}]}});
+        assert!(!covers(&removed, &want), "a field removed by hand");
+    }
+}
+
 /// Field manager of every write the operator makes.
 pub const MANAGER: &str = "millrace-operator";
 
-/// Applies `desired` with server-side apply unless the live object already carries the same
-/// applied-hash. Returns true when a write was made.
+/// Applies `desired` with server-side apply unless the live object already holds it: the same
+/// applied-hash, and every field `desired` sets with the same value. So a hand edit that keeps
+/// the annotation (`kubectl edit` of a ConfigMap's data) is repaired too. Returns true when a
+/// write was made.
 pub async fn apply_if_changed<K>(ctx: &Context, api: &Api<K>, desired: &K) -> Result<bool>
 where
     K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
 {
     let name = desired.name_any();
     let want = desired.annotations().get(APPLIED_HASH_ANNOTATION);
-    if let Some(live) = api.get_opt(&name).await?
-        && live.annotations().get(APPLIED_HASH_ANNOTATION) == want
-        && want.is_some()
-    {
-        return Ok(false);
-    }
     let mut body = serde_json::to_value(desired)?;
     body["apiVersion"] = K::api_version(&()).into();
     body["kind"] = K::kind(&()).into();
+    if let Some(live) = api.get_opt(&name).await?
+        && live.annotations().get(APPLIED_HASH_ANNOTATION) == want
+        && want.is_some()
+        && covers(&serde_json::to_value(&live)?, &body)
+    {
+        return Ok(false);
+    }
     api.patch(
         &name,
         &PatchParams::apply(MANAGER).force(),
@@ -49,6 +71,25 @@ where
     .await?;
     ctx.metrics.write(&K::kind(&()), "apply");
     Ok(true)
+}
+
+/// True when `live` holds every field `want` sets, with the same value. The apiserver adds
+/// defaults and server fields, so `live` may hold more; lists must have the same length and
+/// each item must be covered; an empty list or map in `want` matches one that is absent.
+pub fn covers(live: &serde_json::Value, want: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (live, want) {
+        (_, Value::Null) => true,
+        (Value::Null, Value::Array(w)) => w.is_empty(),
+        (Value::Null, Value::Object(w)) => w.is_empty(),
+        (Value::Object(l), Value::Object(w)) => w
+            .iter()
+            .all(|(k, v)| covers(l.get(k).unwrap_or(&Value::Null), v)),
+        (Value::Array(l), Value::Array(w)) => {
+            l.len() == w.len() && l.iter().zip(w).all(|(l, w)| covers(l, w))
+        }
+        (l, w) => l == w,
+    }
 }
 
 /// Writes `status` through the status subresource with server-side apply.
