@@ -21,25 +21,6 @@ use crate::context::Context;
 use crate::error::Result;
 use millrace_render::APPLIED_HASH_ANNOTATION;
 
-#[cfg(test)]
-mod tests {
-    use super::covers;
-    use serde_json::json;
-
-    #[test]
-    fn live_objects_with_defaults_cover_what_was_applied() {
-        let want = json!({"data": {"a": "1"}, "spec": {"ports": [{"port": 80}], "env": []}});
-        let live = json!({"data": {"a": "1"}, "metadata": {"uid": "x"}, "spec": {"ports": [{"port": 80, "protocol": "TCP"}]}});
-        assert!(covers(&live, &want));
-        let edited = json!({"data": {"a": "2"}, "spec": {"ports": [{"port": 80}]}});
-        assert!(!covers(&edited, &want), "a changed value");
-        let extra = json!({"data": {"a": "1"}, "spec": {"ports": [{"port": 80}, {"port": 81}]}});
-        assert!(!covers(&extra, &want), "a list item added by hand");
-        let removed = json!({"spec": {"ports": [{"port": 80}]}});
-        assert!(!covers(&removed, &want), "a field removed by hand");
-    }
-}
-
 /// Field manager of every write the operator makes.
 pub const MANAGER: &str = "millrace-operator";
 
@@ -262,4 +243,23 @@ pub fn is_paused(meta: &ObjectMeta) -> bool {
 /// The current time as a Kubernetes timestamp.
 pub fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::covers;
+    use serde_json::json;
+
+    #[test]
+    fn live_objects_with_defaults_cover_what_was_applied() {
+        let want = json!({"data": {"a": "1"}, "spec": {"ports": [{"port": 80}], "env": []}});
+        let live = json!({"data": {"a": "1"}, "metadata": {"uid": "x"}, "spec": {"ports": [{"port": 80, "protocol": "TCP"}]}});
+        assert!(covers(&live, &want));
+        let edited = json!({"data": {"a": "2"}, "spec": {"ports": [{"port": 80}]}});
+        assert!(!covers(&edited, &want), "a changed value");
+        let extra = json!({"data": {"a": "1"}, "spec": {"ports": [{"port": 80}, {"port": 81}]}});
+        assert!(!covers(&extra, &want), "a list item added by hand");
+        let removed = json!({"spec": {"ports": [{"port": 80}]}});
+        assert!(!covers(&removed, &want), "a field removed by hand");
+    }
 }
