@@ -635,6 +635,9 @@ pub mod reason {
     pub const ROLLING_OUT: &str = "RollingOut";
     /// WorkersAvailable=False: the rollout passed the Deployment's progress deadline.
     pub const ROLLOUT_STUCK: &str = "RolloutStuck";
+    /// WorkersAvailable=False: the apiserver refused the worker ConfigMap, Deployment, Service
+    /// or PDB (a quota, an admission policy); the message quotes it.
+    pub const APPLY_FAILED: &str = "ApplyFailed";
     /// WorkersAvailable: every replica is available.
     pub const AVAILABLE: &str = "Available";
     /// WorkersAvailable=False: fewer replicas are available than desired.

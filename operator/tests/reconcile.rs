@@ -989,3 +989,64 @@ async fn hand_edits_of_children_are_repaired_by_content() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_child_is_reported_in_status_and_retried() {
+    let Fixture {
+        ns,
+        broker: _broker,
+        client,
+        op: _op,
+    } = Fixture::new("op-quota").await;
+    // No Deployment may be created in this namespace.
+    apply(
+        &client,
+        ns.name(),
+        json!({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "no-deployments"},
+               "spec": {"hard": {"count/deployments.apps": "0"}}}),
+    )
+    .await;
+    apply(&client, ns.name(), contract("orders")).await;
+    apply(&client, ns.name(), flow("quota", "orders", ".", "Delete")).await;
+    let f = wait_flow(
+        &client,
+        ns.name(),
+        "quota",
+        Duration::from_secs(60),
+        "WorkersAvailable ApplyFailed",
+        |f| is(f, "WorkersAvailable", "False", Some("ApplyFailed")),
+    )
+    .await;
+    let c = f
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", "ApplyFailed")
+    );
+    assert!(c.message.contains("quota"), "{}", c.message);
+    // Once the quota is gone, the retry (with backoff) creates the Deployment.
+    let quotas: Api<k8s_openapi::api::core::v1::ResourceQuota> =
+        Api::namespaced(client.clone(), ns.name());
+    quotas
+        .delete("no-deployments", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_flow(
+        &client,
+        ns.name(),
+        "quota",
+        Duration::from_secs(60),
+        "WorkersAvailable past ApplyFailed",
+        |f| !is(f, "WorkersAvailable", "False", Some("ApplyFailed")),
+    )
+    .await;
+    let deps: Api<Deployment> = Api::namespaced(client.clone(), ns.name());
+    assert!(deps.get_opt("quota-worker").await.unwrap().is_some());
+}

@@ -15,7 +15,9 @@ use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
-use millrace_crds::flow::{IntegrationFlow, IntegrationFlowSpec, QueueFigures, ReplicaCounts};
+use millrace_crds::flow::{
+    IntegrationFlow, IntegrationFlowSpec, QueueFigures, ReplicaCounts, reason,
+};
 use millrace_render::{Verdict, judge_flow, verify_release};
 
 use super::{apply_pause, measured, now, write_status};
@@ -77,8 +79,13 @@ async fn apply(
     // 4. Apply: children, then topology.
     let mut topology = Verdict::pending("the flow to be accepted and its references to resolve");
     let mut deployment = None;
+    // A refused child is reported in status, then retried with backoff.
+    let mut apply_error = None;
     if let Some(r) = &judgement.rendered {
-        deployment = apply::apply_children(ctx, &ns, &name, r).await?;
+        match apply::apply_children(ctx, &ns, &name, r).await {
+            Ok(d) => deployment = d,
+            Err(e) => apply_error = Some(e),
+        }
         topology = apply::declare_topology(ctx, &ns, &flow_ref, &r.config.flows[0], &catalog).await;
     }
 
@@ -88,9 +95,14 @@ async fn apply(
         .as_ref()
         .and_then(|r| r.deployment.spec.replicas)
         .unwrap_or(0);
-    let workers = match &judgement.rendered {
-        Some(_) => observe::workers(flow, desired, deployment.as_ref()),
-        None => Verdict::pending("the worker Deployment"),
+    let workers = match (&judgement.rendered, &apply_error) {
+        (Some(_), Some(e)) => Verdict::fail(
+            reason::APPLY_FAILED,
+            None,
+            format!("applying the worker objects failed: {e}"),
+        ),
+        (Some(_), None) => observe::workers(flow, desired, deployment.as_ref()),
+        (None, _) => Verdict::pending("the worker Deployment"),
     };
     let (healthy, figures) = observe::health(ctx, &flow_ref, topology.ok).await;
     if let Some(f) = figures {
@@ -141,7 +153,10 @@ async fn apply(
         })
         .set(i64::from(verdicts.ready()));
     write_status(ctx, api, flow, &old, &status).await?;
-    Ok(Action::requeue(ctx.settings.drift_interval))
+    match apply_error {
+        Some(e) => Err(e),
+        None => Ok(Action::requeue(ctx.settings.drift_interval)),
+    }
 }
 
 /// Maps a changed contract, connection or ConfigMap to the flows in its namespace that use it.
