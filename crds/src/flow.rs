@@ -289,8 +289,15 @@ pub struct AmqpDestination {
     pub exchange: String,
     /// Routing key.
     #[serde(default)]
-    #[schemars(length(max = 255))]
+    #[schemars(length(max = 255), transform = no_server_default)]
     pub routing_key: String,
+}
+
+/// Keeps a default out of the CRD schema: inside `routes[]` the apiserver would write it into
+/// the stored object, and GitOps tools would show the flow as out of sync with its file. The
+/// default applies when the worker config is rendered instead.
+fn no_server_default(schema: &mut schemars::Schema) {
+    schema.remove("default");
 }
 
 /// Send an HTTP request with the event as JSON body.
@@ -299,6 +306,7 @@ pub struct AmqpDestination {
 pub struct HttpDestination {
     /// POST (default), PUT or PATCH.
     #[serde(default)]
+    #[schemars(transform = no_server_default)]
     pub method: HttpMethod,
     /// Path appended to the connection's baseUrl. `{field}` placeholders are filled from the
     /// transformed event's top-level fields, URL-encoded.
