@@ -1050,3 +1050,47 @@ async fn a_refused_child_is_reported_in_status_and_retried() {
     let deps: Api<Deployment> = Api::namespaced(client.clone(), ns.name());
     assert!(deps.get_opt("quota-worker").await.unwrap().is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unavailable_workers_name_what_the_pods_show() {
+    let Fixture {
+        ns,
+        broker: _broker,
+        client,
+        op: _op,
+    } = Fixture::new("op-pods").await;
+    apply(&client, ns.name(), contract("orders")).await;
+    // More CPU than any node has: the worker pod stays Pending, Unschedulable.
+    let mut f = flow("greedy", "orders", ".", "Delete");
+    f["spec"]["workers"] = json!({"replicas": 1, "resources": {"requests": {"cpu": "1000"}}});
+    apply(&client, ns.name(), f).await;
+    let f = wait_flow(
+        &client,
+        ns.name(),
+        "greedy",
+        Duration::from_secs(60),
+        "WorkersAvailable naming the pod problem",
+        |f| {
+            f.status.as_ref().is_some_and(|s| {
+                s.conditions.iter().any(|c| {
+                    c.type_ == "WorkersAvailable"
+                        && c.status == "False"
+                        && c.message.contains("Unschedulable")
+                })
+            })
+        },
+    )
+    .await;
+    let ready = f
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert!(
+        ready.message.contains("pod greedy-worker-"),
+        "{}",
+        ready.message
+    );
+}

@@ -104,6 +104,17 @@ async fn apply(
         (Some(_), None) => observe::workers(flow, desired, deployment.as_ref()),
         (None, _) => Verdict::pending("the worker Deployment"),
     };
+    // Workers that are not available: say what the pods show. Pods are read only then, so a
+    // steady flow costs no extra reads.
+    let mut workers = workers;
+    if !workers.ok
+        && apply_error.is_none()
+        && workers.reason != reason::SUSPENDED
+        && workers.reason != reason::BLOCKED
+        && let Some(problem) = observe::pod_problem(ctx, &ns, &name).await
+    {
+        workers.message = format!("{}; {problem}", workers.message);
+    }
     let (healthy, figures) = observe::health(ctx, &flow_ref, topology.ok).await;
     if let Some(f) = figures {
         let unchanged = old.queue.as_ref().is_some_and(|q| {

@@ -1,9 +1,12 @@
 //! Step 5: observe what runs: the worker Deployment's rollout and the queues' health.
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::ListParams;
 use kube::runtime::reflector::ObjectRef;
 use millrace_crds::flow::{IntegrationFlow, QueueFigures, reason};
-use millrace_render::Verdict;
+use millrace_render::{FLOW_LABEL, Verdict};
 
 use crate::context::Context;
 
@@ -57,6 +60,70 @@ pub fn workers(flow: &IntegrationFlow, desired: i32, deployment: Option<&Deploym
             format!("{available}/{desired} workers available"),
         )
     }
+}
+
+/// What keeps the flow's worker pods from running, read from the pods when the workers are not
+/// available: `pod NAME: Reason: message` for the first pod that shows a problem (unschedulable,
+/// an image that cannot be pulled, a crash loop, a container that cannot be created).
+pub async fn pod_problem(ctx: &Context, ns: &str, flow: &str) -> Option<String> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let selector = format!("{FLOW_LABEL}={flow}");
+    let list = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .ok()?;
+    list.items.iter().find_map(problem_of)
+}
+
+/// The problem one pod shows, if any.
+pub fn problem_of(pod: &Pod) -> Option<String> {
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    let status = pod.status.as_ref()?;
+    let quote = |reason: &str, message: Option<&str>| {
+        let message = message.unwrap_or_default();
+        let message: String = message.chars().take(300).collect();
+        if message.is_empty() {
+            format!("pod {name}: {reason}")
+        } else {
+            format!("pod {name}: {reason}: {message}")
+        }
+    };
+    for c in status.container_statuses.iter().flatten() {
+        let waiting = c.state.as_ref().and_then(|s| s.waiting.as_ref());
+        if let Some(w) = waiting
+            && let Some(reason) = w.reason.as_deref()
+            && reason != "ContainerCreating"
+            && reason != "PodInitializing"
+        {
+            let last = c
+                .last_state
+                .as_ref()
+                .and_then(|s| s.terminated.as_ref())
+                .map(|t| {
+                    format!(
+                        " (last exit {}{})",
+                        t.exit_code,
+                        t.reason
+                            .as_deref()
+                            .map(|r| format!(", {r}"))
+                            .unwrap_or_default()
+                    )
+                })
+                .unwrap_or_default();
+            return Some(format!("{}{last}", quote(reason, w.message.as_deref())));
+        }
+    }
+    status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+        .map(|c| {
+            quote(
+                c.reason.as_deref().unwrap_or("Unschedulable"),
+                c.message.as_deref(),
+            )
+        })
 }
 
 /// Available replicas of the live Deployment.
