@@ -593,7 +593,13 @@ pub mod condition {
     pub const PAUSED: &str = "ReconciliationPaused";
     /// The live spec has the release digest its promotion annotated (only on promoted flows).
     pub const RELEASE_VERIFIED: &str = "ReleaseVerified";
+    /// A deletion cannot finish: the deletion policy's broker work fails (set while deleting).
+    pub const DELETION_BLOCKED: &str = "DeletionBlocked";
 }
+
+/// Set to `"true"` on a flow whose deletion is blocked to finish it without the broker work
+/// its deletion policy asks for (the queues are left as they are).
+pub const FORCE_DELETE_ANNOTATION: &str = "millrace.dev/force-delete";
 
 /// The rule on a flow's name, at the root of its schema (where CEL sees `metadata.name`).
 /// The apiserver assigns a `generateName` name before validation; offline there is none yet.

@@ -1094,3 +1094,91 @@ async fn unavailable_workers_name_what_the_pods_show() {
         ready.message
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_deletion_is_reported_and_can_be_forced() {
+    let Fixture {
+        ns,
+        broker: _broker,
+        client,
+        op: _op,
+    } = Fixture::new("op-blocked").await;
+    apply(&client, ns.name(), contract("orders")).await;
+    // The flow's broker cannot be reached: nothing listens on port 1.
+    apply(&client, ns.name(), json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "dead"}, "stringData": {"uri": "amqp://guest:guest@127.0.0.1:1/%2f"}})).await;
+    let mut dead = bus("dead-bus");
+    dead["spec"]["amqp"]["uriSecretRef"]["name"] = "dead".into();
+    apply(&client, ns.name(), dead).await;
+    let mut f = flow("stuck", "orders", ".", "Delete");
+    f["spec"]["source"]["amqp"]["connection"] = "dead-bus".into();
+    apply(&client, ns.name(), f).await;
+    let flows: Api<IntegrationFlow> = Api::namespaced(client.clone(), ns.name());
+    let start = Instant::now();
+    while flows
+        .get("stuck")
+        .await
+        .unwrap()
+        .metadata
+        .finalizers
+        .is_none_or(|f| f.is_empty())
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no finalizer added"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    flows
+        .delete("stuck", &DeleteParams::default())
+        .await
+        .unwrap();
+    let blocked = wait_flow(
+        &client,
+        ns.name(),
+        "stuck",
+        Duration::from_secs(60),
+        "DeletionBlocked",
+        |f| is(f, "DeletionBlocked", "True", Some("BrokerUnavailable")),
+    )
+    .await;
+    let c = blocked
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "DeletionBlocked")
+        .unwrap();
+    assert!(
+        c.message.contains("millrace.dev/force-delete"),
+        "{}",
+        c.message
+    );
+    assert!(
+        !c.message.contains("guest:guest"),
+        "no credentials: {}",
+        c.message
+    );
+    assert!(
+        events_for(&client, ns.name(), "stuck")
+            .await
+            .contains(&"DeletionBlocked".to_string())
+    );
+    flows
+        .patch(
+            "stuck",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"millrace.dev/force-delete": "true"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let start = Instant::now();
+    while flows.get_opt("stuck").await.unwrap().is_some() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "force-delete did not finish the deletion"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

@@ -3,16 +3,81 @@
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
+use millrace_crds::conditions::{ConditionStatus, set_condition};
 use millrace_crds::connection::PartnerConnection;
-use millrace_crds::flow::{DeletionPolicy, IntegrationFlow};
+use millrace_crds::flow::{
+    DeletionPolicy, FORCE_DELETE_ANNOTATION, IntegrationFlow, condition, reason,
+};
 use millrace_crds::naming::FlowNames;
 
+use super::super::{now, patch_status, publish};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::secrets;
 
-/// Removes what the flow's deletion policy says to remove.
+/// Honours the deletion policy. When that fails (the broker is unreachable), the flow reports
+/// `DeletionBlocked` and the pass is retried with backoff; the annotation
+/// `millrace.dev/force-delete: "true"` lets a person finish the deletion without the broker work.
 pub async fn cleanup(flow: &IntegrationFlow, ctx: &Context) -> Result<Action> {
+    let forced = flow
+        .annotations()
+        .get(FORCE_DELETE_ANNOTATION)
+        .is_some_and(|v| v == "true");
+    if forced {
+        let note = format!(
+            "{FORCE_DELETE_ANNOTATION} is set: the deletion finishes without the broker work of deletionPolicy {:?}; queues and bindings are left as they are",
+            flow.spec.deletion_policy
+        );
+        tracing::warn!(flow = %flow.name_any(), "{note}");
+        publish(ctx, flow, true, "ForceDeleted", "Delete", note).await;
+        return Ok(Action::await_change());
+    }
+    match honour_policy(flow, ctx).await {
+        Ok(action) => Ok(action),
+        Err(e) => {
+            report_blocked(flow, ctx, &e).await;
+            Err(e)
+        }
+    }
+}
+
+/// Sets `DeletionBlocked` with the reason, once per distinct message.
+async fn report_blocked(flow: &IntegrationFlow, ctx: &Context, e: &Error) {
+    let Some(ns) = flow.namespace() else {
+        return;
+    };
+    let api: Api<IntegrationFlow> = Api::namespaced(ctx.client.clone(), &ns);
+    let old = flow.status.clone().unwrap_or_default();
+    let mut status = old.clone();
+    let message = format!(
+        "deletionPolicy {:?} cannot be carried out: {e}; fix the broker connection, or set the annotation {FORCE_DELETE_ANNOTATION}=true to finish the deletion and leave the queues",
+        flow.spec.deletion_policy
+    );
+    let before = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == condition::DELETION_BLOCKED)
+        .map(|c| c.message.clone());
+    set_condition(
+        &mut status.conditions,
+        condition::DELETION_BLOCKED,
+        ConditionStatus::True,
+        reason::BROKER_UNAVAILABLE,
+        message.clone(),
+        flow.metadata.generation,
+        now(),
+    );
+    if before.as_deref() == Some(message.as_str()) {
+        return;
+    }
+    if let Err(err) = patch_status(ctx, &api, &flow.name_any(), &status).await {
+        tracing::warn!(flow = %flow.name_any(), error = %err, "reporting DeletionBlocked failed");
+    }
+    publish(ctx, flow, true, "DeletionBlocked", "Delete", message).await;
+}
+
+/// Removes what the flow's deletion policy says to remove.
+async fn honour_policy(flow: &IntegrationFlow, ctx: &Context) -> Result<Action> {
     let flow_ref = ObjectRef::from_obj(flow);
     let queues = ctx.queues.lock().await.remove(&flow_ref);
     ctx.samples.lock().await.remove(&flow_ref);
