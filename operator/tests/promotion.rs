@@ -100,12 +100,17 @@ impl Repo {
         self.git(&["commit", "-q", "-m", message]);
     }
 
-    /// Edits the flow's file in an environment through its YAML.
-    fn edit_flow(&self, env: &str, edit: impl FnOnce(&mut Value)) {
-        let path = self.path(&format!("envs/{env}/released/flows/{FLOW}.yaml"));
+    /// Edits a YAML file of the repository through its parsed tree.
+    fn edit_yaml(&self, rel: &str, edit: impl FnOnce(&mut Value)) {
+        let path = self.path(rel);
         let mut v: Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         edit(&mut v);
         std::fs::write(&path, serde_yaml::to_string(&v).unwrap()).unwrap();
+    }
+
+    /// Edits the flow's file in an environment.
+    fn edit_flow(&self, env: &str, edit: impl FnOnce(&mut Value)) {
+        self.edit_yaml(&format!("envs/{env}/released/flows/{FLOW}.yaml"), edit);
     }
 }
 
@@ -637,13 +642,12 @@ async fn promote_soak_verify_rollback_and_refuse() {
     // 4. Contracts: a missing version is appended and accepted; a drifted one is refused; an
     // incompatible one is refused with the compatibility engine's changes.
     let contract = "envs/dev/released/contracts/material-scrapped.yaml";
-    let mut c: Value =
-        serde_yaml::from_str(&std::fs::read_to_string(repo.path(contract)).unwrap()).unwrap();
-    let mut v2 = c["spec"]["versions"][0].clone();
-    v2["version"] = 2.into();
-    v2["schema"]["properties"]["comment"] = json!({"type": "string"});
-    c["spec"]["versions"].as_array_mut().unwrap().push(v2);
-    std::fs::write(repo.path(contract), serde_yaml::to_string(&c).unwrap()).unwrap();
+    repo.edit_yaml(contract, |c| {
+        let mut v2 = c["spec"]["versions"][0].clone();
+        v2["version"] = 2.into();
+        v2["schema"]["properties"]["comment"] = json!({"type": "string"});
+        c["spec"]["versions"].as_array_mut().unwrap().push(v2);
+    });
     repo.edit_flow("dev", |v| {
         v["spec"]["version"] = "1.2.0".into();
         v["spec"]["contract"]["version"] = 2.into();
@@ -670,14 +674,9 @@ async fn promote_soak_verify_rollback_and_refuse() {
     );
     // Drift: prod's published v1 was changed by hand.
     let prod_contract = "envs/prod/released/contracts/material-scrapped.yaml";
-    let t = std::fs::read_to_string(repo.path(prod_contract)).unwrap();
-    let mut pc: Value = serde_yaml::from_str(&t).unwrap();
-    pc["spec"]["versions"][0]["schema"]["description"] = "edited by hand".into();
-    std::fs::write(
-        repo.path(prod_contract),
-        serde_yaml::to_string(&pc).unwrap(),
-    )
-    .unwrap();
+    repo.edit_yaml(prod_contract, |pc| {
+        pc["spec"]["versions"][0]["schema"]["description"] = "edited by hand".into();
+    });
     repo.commit_all("a hand edit of a published contract version");
     let o = repo.promote("staging", "prod", &skip);
     refused_by(&o, "contracts");
@@ -687,18 +686,17 @@ async fn promote_soak_verify_rollback_and_refuse() {
         text(&o)
     );
     // Incompatible under the target's mode: dev allows anything, staging is BackwardTransitive.
-    let mut c: Value =
-        serde_yaml::from_str(&std::fs::read_to_string(repo.path(contract)).unwrap()).unwrap();
-    c["spec"]["compatibility"] = "None".into();
-    let mut v3 = c["spec"]["versions"][1].clone();
-    v3["version"] = 3.into();
-    v3["schema"]["required"]
-        .as_array_mut()
-        .unwrap()
-        .push("comment".into());
-    v3["examples"] = json!([]);
-    c["spec"]["versions"].as_array_mut().unwrap().push(v3);
-    std::fs::write(repo.path(contract), serde_yaml::to_string(&c).unwrap()).unwrap();
+    repo.edit_yaml(contract, |c| {
+        c["spec"]["compatibility"] = "None".into();
+        let mut v3 = c["spec"]["versions"][1].clone();
+        v3["version"] = 3.into();
+        v3["schema"]["required"]
+            .as_array_mut()
+            .unwrap()
+            .push("comment".into());
+        v3["examples"] = json!([]);
+        c["spec"]["versions"].as_array_mut().unwrap().push(v3);
+    });
     repo.edit_flow("dev", |v| {
         v["spec"]["version"] = "1.3.0".into();
         v["spec"]["contract"]["version"] = 3.into();

@@ -169,6 +169,15 @@ fn is(flow: &IntegrationFlow, type_: &str, status: &str, reason: Option<&str>) -
     condition(flow, type_).is_some_and(|(s, r)| s == status && reason.is_none_or(|want| want == r))
 }
 
+/// Waits until flow `name` no longer exists; panics with `what` after `secs`.
+async fn wait_gone(flows: &Api<IntegrationFlow>, name: &str, secs: u64, what: &str) {
+    let start = Instant::now();
+    while flows.get_opt(name).await.unwrap().is_some() {
+        assert!(start.elapsed() < Duration::from_secs(secs), "{what}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 async fn events_for(client: &Client, ns: &str, name: &str) -> Vec<String> {
     let api: Api<Event> = Api::namespaced(client.clone(), ns);
     let list = api.list(&ListParams::default()).await.expect("events list");
@@ -483,14 +492,7 @@ async fn missing_contract_then_created_resolves_without_restart() {
         .delete("late", &DeleteParams::default())
         .await
         .unwrap();
-    let start = Instant::now();
-    while flows.get_opt("late").await.unwrap().is_some() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "a paused flow stayed Terminating"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    wait_gone(&flows, "late", 30, "a paused flow stayed Terminating").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1173,12 +1175,11 @@ async fn a_blocked_deletion_is_reported_and_can_be_forced() {
         )
         .await
         .unwrap();
-    let start = Instant::now();
-    while flows.get_opt("stuck").await.unwrap().is_some() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "force-delete did not finish the deletion"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    wait_gone(
+        &flows,
+        "stuck",
+        60,
+        "force-delete did not finish the deletion",
+    )
+    .await;
 }
