@@ -169,6 +169,18 @@ fn is(flow: &IntegrationFlow, type_: &str, status: &str, reason: Option<&str>) -
     condition(flow, type_).is_some_and(|(s, r)| s == status && reason.is_none_or(|want| want == r))
 }
 
+/// The worker container's args of a Deployment.
+fn worker_args(d: &Deployment) -> Option<Vec<String>> {
+    d.spec
+        .template
+        .spec
+        .as_ref()?
+        .containers
+        .first()?
+        .args
+        .clone()
+}
+
 /// Waits until flow `name` no longer exists; panics with `what` after `secs`.
 async fn wait_gone(flows: &Api<IntegrationFlow>, name: &str, secs: u64, what: &str) {
     let start = Instant::now();
@@ -940,17 +952,7 @@ async fn hand_edits_of_children_are_repaired_by_content() {
     let deps: Api<Deployment> = Api::namespaced(client.clone(), ns.name());
     let name = "drifty-worker";
     let wanted_cm = cms.get(name).await.unwrap().data;
-    let wanted_args = deps
-        .get(name)
-        .await
-        .unwrap()
-        .spec
-        .template
-        .spec
-        .unwrap()
-        .containers[0]
-        .args
-        .clone();
+    let wanted_args = worker_args(&deps.get(name).await.unwrap());
     // Edits that keep the applied-hash annotation, as `kubectl edit` would.
     let key = wanted_cm.as_ref().unwrap().keys().next().unwrap().clone();
     cms.patch(
@@ -970,17 +972,7 @@ async fn hand_edits_of_children_are_repaired_by_content() {
     let start = Instant::now();
     loop {
         let cm = cms.get(name).await.unwrap().data;
-        let args = deps
-            .get(name)
-            .await
-            .unwrap()
-            .spec
-            .template
-            .spec
-            .unwrap()
-            .containers[0]
-            .args
-            .clone();
+        let args = worker_args(&deps.get(name).await.unwrap());
         if cm == wanted_cm && args == wanted_args {
             break;
         }
