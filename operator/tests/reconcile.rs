@@ -155,14 +155,21 @@ fn message(flow: IntegrationFlow, type_: &str) -> String {
         .unwrap_or_default()
 }
 
-fn condition(flow: &IntegrationFlow, type_: &str) -> Option<(String, String)> {
-    let c = flow
-        .status
+/// The flow's condition of type `type_`.
+fn condition_of(
+    flow: &IntegrationFlow,
+    type_: &str,
+) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    flow.status
         .as_ref()?
         .conditions
         .iter()
-        .find(|c| c.type_ == type_)?;
-    Some((c.status.clone(), c.reason.clone()))
+        .find(|c| c.type_ == type_)
+        .cloned()
+}
+
+fn condition(flow: &IntegrationFlow, type_: &str) -> Option<(String, String)> {
+    condition_of(flow, type_).map(|c| (c.status, c.reason))
 }
 
 fn is(flow: &IntegrationFlow, type_: &str, status: &str, reason: Option<&str>) -> bool {
@@ -1011,15 +1018,7 @@ async fn a_refused_child_is_reported_in_status_and_retried() {
         |f| is(f, "WorkersAvailable", "False", Some("ApplyFailed")),
     )
     .await;
-    let c = f
-        .status
-        .as_ref()
-        .unwrap()
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .unwrap()
-        .clone();
+    let c = condition_of(&f, "Ready").unwrap();
     assert_eq!(
         (c.status.as_str(), c.reason.as_str()),
         ("False", "ApplyFailed")
@@ -1075,13 +1074,7 @@ async fn unavailable_workers_name_what_the_pods_show() {
         },
     )
     .await;
-    let ready = f
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "Ready")
-        .unwrap();
+    let ready = condition_of(&f, "Ready").unwrap();
     assert!(
         ready.message.contains("pod greedy-worker-"),
         "{}",
@@ -1135,13 +1128,7 @@ async fn a_blocked_deletion_is_reported_and_can_be_forced() {
         |f| is(f, "DeletionBlocked", "True", Some("BrokerUnavailable")),
     )
     .await;
-    let c = blocked
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.type_ == "DeletionBlocked")
-        .unwrap();
+    let c = condition_of(&blocked, "DeletionBlocked").unwrap();
     assert!(
         c.message.contains("millrace.dev/force-delete"),
         "{}",
