@@ -617,6 +617,9 @@ pub mod reason {
     pub const LOOKUP_NOT_FOUND: &str = "LookupNotFound";
     /// Accepted=False: a transform arg has the name of a lookup, so one would hide the other.
     pub const ARG_SHADOWS_LOOKUP: &str = "ArgShadowsLookup";
+    /// Accepted=False: the flow names a Secret (its HTTP ingress key) that none of its
+    /// PartnerConnections names, so the flow could hand any Secret of the namespace to its workers.
+    pub const SECRET_NOT_ALLOWED: &str = "SecretNotAllowed";
     /// Accepted=False: a reference does not fit its use (a route to the wrong kind of connection).
     pub const INVALID_REFERENCE: &str = "InvalidReference";
     /// ContractsResolved: every contract version is accepted.

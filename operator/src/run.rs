@@ -9,6 +9,7 @@ use futures::channel::mpsc;
 use futures::{SinkExt, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
+use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::watcher::{self, Config};
@@ -171,7 +172,7 @@ pub async fn run_controllers(
         })
     };
     let c = ctx.clone();
-    let by_lookup = move |cm: ConfigMap| {
+    let by_lookup = move |cm: PartialObjectMeta<ConfigMap>| {
         let name = cm.name_any();
         flow::flows_using(&c, cm.namespace(), |s| {
             references::lookup_names(s).contains(&name)
@@ -192,9 +193,16 @@ pub async fn run_controllers(
             Config::default(),
             by_connection,
         )
-        .watches(
-            scoped::<ConfigMap>(&client, &namespace),
-            Config::default(),
+        // Lookup tables only, and their metadata only: the operator has no use for the data of
+        // every ConfigMap in the cluster. An unlabelled lookup is still read at each pass, so
+        // its edits arrive at the drift re-check, and the flow's Accepted condition says so.
+        .watches_stream(
+            watcher::watcher(
+                scoped::<PartialObjectMeta<ConfigMap>>(&client, &namespace),
+                Config::default().labels(references::LOOKUP_LABEL),
+            )
+            .default_backoff()
+            .touched_objects(),
             by_lookup,
         )
         .reconcile_on(triggered)

@@ -10,7 +10,10 @@ use millrace_crds::flow::{ContractRef, IntegrationFlow, IntegrationFlowSpec, rea
 
 use crate::jq;
 use crate::objects::{RenderedFlow, render};
-use crate::references::{Catalog, Readiness, connection_fields};
+use crate::references::{
+    Catalog, INGRESS_SECRETS_ANNOTATION, LOOKUP_LABEL, Readiness, allowed_secret_names,
+    connection_fields, connection_names, flow_secret_ref,
+};
 use crate::settings::RenderSettings;
 use crate::worker_config::{FlowInputs, ResolvedContract};
 
@@ -139,6 +142,42 @@ pub fn check_programs(spec: &IntegrationFlowSpec) -> Result<(), Verdict> {
         jq::check(program, &vars).map_err(|e| Verdict::fail(reason::INVALID_JQ, Some(field), e))?;
     }
     Ok(())
+}
+
+/// Checks that every Secret the flow names itself is one its connections name. A flow author
+/// could otherwise hand any Secret of the namespace to the workers, and through them to a
+/// destination. Holds while a connection is not in the catalog: what it names is not known yet,
+/// and a flow with a missing connection is not rendered anyway.
+pub fn check_secret_refs(flow: &IntegrationFlow, catalog: &Catalog) -> Result<(), Verdict> {
+    let spec = &flow.spec;
+    let Some((secret, field)) = flow_secret_ref(spec) else {
+        return Ok(());
+    };
+    let Some(allowed) = allowed_secret_names(spec, catalog) else {
+        return Ok(());
+    };
+    if allowed.contains(&secret.name) {
+        return Ok(());
+    }
+    let flow_name = flow.metadata.name.as_deref().unwrap_or_default();
+    let connections = connection_names(spec);
+    // The flow's queues always live on its broker connection: the natural one to lend the key.
+    let grantor = spec
+        .broker
+        .as_ref()
+        .map(|b| b.connection.clone())
+        .or_else(|| connections.first().cloned())
+        .unwrap_or_default();
+    Err(Verdict::fail(
+        reason::SECRET_NOT_ALLOWED,
+        Some(format!("{field}.name")),
+        format!(
+            "IntegrationFlow {flow_name:?} may reference only Secrets that its PartnerConnections ({}) name, and none names Secret {:?}; name it in PartnerConnection {grantor:?} (annotation {INGRESS_SECRETS_ANNOTATION}: {}), or drop the reference",
+            connections.join(", "),
+            secret.name,
+            secret.name,
+        ),
+    ))
 }
 
 /// Resolves a contract reference through the catalog: the pinned version when it is accepted,
@@ -275,7 +314,30 @@ pub fn judge_flow(
         }
     }
 
-    // 4. Connections: a missing one outranks one that is not Ready.
+    // 4. Secrets: only those the connections name.
+    if accepted.ok
+        && let Err(v) = check_secret_refs(flow, catalog)
+    {
+        accepted = v;
+    }
+    // Still accepted, but worth saying: an unlabelled lookup's edits wait for the re-check.
+    let unlabelled: Vec<String> = spec
+        .transform
+        .iter()
+        .flat_map(|t| &t.lookups)
+        .map(|l| &l.config_map_ref.name)
+        .filter(|n| catalog.unlabelled_lookups.contains(*n))
+        .map(|n| format!("{n:?}"))
+        .collect();
+    if accepted.ok && !unlabelled.is_empty() {
+        accepted.message = format!(
+            "{}; lookup ConfigMap {} has no label {LOOKUP_LABEL}, so its edits reach this flow only at the periodic re-check: label it to have them applied at once",
+            accepted.message,
+            unlabelled.join(", ")
+        );
+    }
+
+    // 5. Connections: a missing one outranks one that is not Ready.
     let mut connections: BTreeMap<String, &PartnerConnection> = BTreeMap::new();
     let mut conns = Verdict::ok(reason::CONNECTIONS_READY, "every connection is Ready");
     let mut unjudged = false;
@@ -312,7 +374,7 @@ pub fn judge_flow(
         conns.message = "every connection exists (readiness is judged in the cluster)".into();
     }
 
-    // 5. Render, when everything it needs is known.
+    // 6. Render, when everything it needs is known.
     let mut rendered = None;
     if accepted.ok
         && conns.reason != reason::CONNECTION_NOT_FOUND
@@ -324,6 +386,7 @@ pub fn judge_flow(
             output_contract: output.clone(),
             connections,
             lookups,
+            secret_versions: catalog.secret_versions.as_ref(),
         };
         match render(&inputs, settings) {
             Ok(r) => rendered = Some(r),
@@ -340,5 +403,153 @@ pub fn judge_flow(
         input,
         output,
         rendered,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::references::{ConnectionEntry, ContractEntry, INGRESS_SECRETS_ANNOTATION};
+    use millrace_crds::contract::EventContract;
+
+    fn parse<K: serde::de::DeserializeOwned>(yaml: &str) -> K {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    const BUS: &str = "metadata: {name: bus}\nspec: {system: Other, amqp: {uriSecretRef: {name: bus-amqp, key: uri}}}";
+    const ERP: &str = "metadata: {name: erp}\nspec: {system: ERP, http: {baseUrl: https://erp.example.com, auth: {type: Bearer, secretRef: {name: erp-token, key: token}}}}";
+
+    /// An HTTP-ingress flow whose key is Secret `secret`, with its broker and an HTTP route.
+    fn ingress_flow(secret: &str) -> IntegrationFlow {
+        parse(&format!(
+            r#"apiVersion: millrace.dev/v1alpha1
+kind: IntegrationFlow
+metadata: {{name: orders, namespace: plant}}
+spec:
+  version: 1.0.0
+  source: {{http: {{path: /ingest/orders, auth: {{type: HmacSha256, secretRef: {{name: {secret}, key: key}}}}}}}}
+  broker: {{connection: bus}}
+  contract: {{name: orders}}
+  routes:
+    - name: erp
+      destination: {{connection: erp, http: {{path: /orders}}}}
+"#
+        ))
+    }
+
+    fn catalog(connections: &[&str]) -> Catalog {
+        let mut catalog = Catalog::new("plant");
+        let contract: EventContract = parse(
+            "metadata: {name: orders}\nspec: {type: com.acme.order.v1, versions: [{version: 1, schema: {type: object}}]}",
+        );
+        catalog
+            .contracts
+            .insert("orders".into(), ContractEntry::judged(contract));
+        for yaml in connections {
+            let c: PartnerConnection = parse(yaml);
+            catalog.connections.insert(
+                c.metadata.name.clone().unwrap(),
+                ConnectionEntry::unjudged(c),
+            );
+        }
+        catalog
+    }
+
+    fn settings() -> RenderSettings {
+        RenderSettings {
+            worker_image: "worker:1".into(),
+        }
+    }
+
+    #[test]
+    fn a_flow_may_name_only_secrets_its_connections_name() {
+        let lent = format!(
+            "metadata: {{name: bus, annotations: {{{INGRESS_SECRETS_ANNOTATION}: 'other, orders-hmac'}}}}\nspec: {{system: Other, amqp: {{uriSecretRef: {{name: bus-amqp, key: uri}}}}}}"
+        );
+        let cases: [(&str, &str, &[&str], Option<&str>); 6] = [
+            (
+                "any Secret of the namespace",
+                "db-password",
+                &[BUS, ERP],
+                Some(reason::SECRET_NOT_ALLOWED),
+            ),
+            (
+                "a Secret a connection lends",
+                "orders-hmac",
+                &[&lent, ERP],
+                None,
+            ),
+            (
+                "a Secret of a connection's spec",
+                "erp-token",
+                &[BUS, ERP],
+                None,
+            ),
+            (
+                "lent by a connection the flow does not use",
+                "orders-hmac",
+                &[BUS, ERP],
+                Some(reason::SECRET_NOT_ALLOWED),
+            ),
+            // What a missing connection names is unknown; ConnectionsReady reports it.
+            ("a connection is missing", "db-password", &[BUS], None),
+            ("nothing but the spec's own", "bus-amqp", &[BUS, ERP], None),
+        ];
+        for (what, secret, connections, refused) in cases {
+            let flow = ingress_flow(secret);
+            let j = judge_flow(&flow, &catalog(connections), &settings());
+            match refused {
+                Some(r) => {
+                    assert_eq!(j.accepted.reason, r, "{what}: {:?}", j.accepted);
+                    assert!(!j.accepted.ok && j.rendered.is_none(), "{what}");
+                    assert_eq!(
+                        j.accepted.field.as_deref(),
+                        Some("spec.source.http.auth.secretRef.name"),
+                        "{what}"
+                    );
+                    let m = &j.accepted.message;
+                    for needle in [
+                        "\"orders\"",
+                        "\"db-password\"",
+                        "PartnerConnection \"bus\"",
+                        INGRESS_SECRETS_ANNOTATION,
+                        "drop the reference",
+                    ] {
+                        assert!(
+                            m.contains(needle.replace("db-password", secret).as_str()),
+                            "{what}: {needle} not in {m}"
+                        );
+                    }
+                }
+                None => assert!(j.accepted.ok, "{what}: {:?}", j.accepted),
+            }
+        }
+    }
+
+    #[test]
+    fn an_unlabelled_lookup_is_accepted_with_a_note() {
+        let mut flow = ingress_flow("erp-token");
+        flow.spec.transform = Some(parse(
+            "lookups: [{name: plants, configMapRef: {name: plant-codes}}]",
+        ));
+        let mut catalog = catalog(&[BUS, ERP]);
+        catalog
+            .config_maps
+            .insert("plant-codes".into(), BTreeMap::new());
+        let j = judge_flow(&flow, &catalog, &settings());
+        assert!(
+            j.accepted.ok && !j.accepted.message.contains(LOOKUP_LABEL),
+            "{:?}",
+            j.accepted
+        );
+        catalog.unlabelled_lookups.insert("plant-codes".into());
+        let j = judge_flow(&flow, &catalog, &settings());
+        assert!(j.accepted.ok, "{:?}", j.accepted);
+        assert!(
+            j.accepted.message.contains("\"plant-codes\"")
+                && j.accepted.message.contains(LOOKUP_LABEL),
+            "{}",
+            j.accepted.message
+        );
     }
 }

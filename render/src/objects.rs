@@ -25,6 +25,10 @@ use crate::worker_config::{FlowInputs, worker_config};
 
 /// Annotation on the pod template carrying the config revision, so a new config rolls out.
 pub const CONFIG_HASH_ANNOTATION: &str = "millrace.dev/config-hash";
+/// Annotation on the pod template carrying a digest of the `resourceVersion` of every Secret the
+/// workers read (never of their values), so a rotated Secret rolls the workers. Omitted when the
+/// versions are not known: `millrace render` reads files, which carry none.
+pub const SECRETS_HASH_ANNOTATION: &str = "millrace.dev/secrets-hash";
 /// Label naming the flow on every child.
 pub const FLOW_LABEL: &str = "millrace.dev/flow";
 /// Port of the worker's metrics, health and ingress server.
@@ -78,6 +82,26 @@ fn meta(flow: &IntegrationFlow, name: &str) -> ObjectMeta {
         owner_references: owner(flow).map(|o| vec![o]),
         ..ObjectMeta::default()
     }
+}
+
+/// The digest of `name=resourceVersion` of every Secret the config's pods read, sorted by name;
+/// a Secret that does not exist yet counts with an empty version.
+fn secrets_hash(config: &WorkerConfig, versions: &BTreeMap<String, String>) -> String {
+    let names: std::collections::BTreeSet<&str> = config
+        .secrets()
+        .into_iter()
+        .map(|s| s.secret_name.as_str())
+        .collect();
+    let text: String = names
+        .into_iter()
+        .map(|n| {
+            format!(
+                "{n}={}\n",
+                versions.get(n).map(String::as_str).unwrap_or("")
+            )
+        })
+        .collect();
+    digest(text.as_bytes())
 }
 
 /// Renders the worker config and every Kubernetes object of a flow.
@@ -198,10 +222,14 @@ pub fn render(
         labels: Some(labels(&flow_name)),
         ..ObjectMeta::default()
     };
-    template_meta.annotations = Some(BTreeMap::from([(
-        CONFIG_HASH_ANNOTATION.to_string(),
-        revision.clone(),
-    )]));
+    let mut annotations = BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_string(), revision.clone())]);
+    if let Some(versions) = inputs.secret_versions {
+        annotations.insert(
+            SECRETS_HASH_ANNOTATION.to_string(),
+            secrets_hash(&config, versions),
+        );
+    }
+    template_meta.annotations = Some(annotations);
     let deployment = Deployment {
         metadata: meta(flow, &object_name),
         spec: DeploymentSpec {
@@ -318,6 +346,7 @@ mod tests {
                 .map(|c| (c.metadata.name.clone().unwrap(), c))
                 .collect(),
             lookups: BTreeMap::new(),
+            secret_versions: None,
         }
     }
 
@@ -452,6 +481,68 @@ mod tests {
             .replace("\"routingKeys\"", "\"routing_keys\"")
             .replace("\"routingKey\"", "\"routing_key\"");
         assert_eq!(WorkerConfig::from_json(&old).unwrap(), r.config);
+    }
+
+    #[test]
+    fn a_rotated_secret_changes_the_pod_template_and_nothing_else() {
+        let (flow, conns) = fixtures();
+        let hash = |r: &RenderedFlow| {
+            r.deployment
+                .spec
+                .template
+                .metadata
+                .as_ref()
+                .unwrap()
+                .annotations
+                .as_ref()
+                .unwrap()
+                .get(SECRETS_HASH_ANNOTATION)
+                .cloned()
+        };
+        // Offline, no versions are known: no annotation.
+        let offline = render(&inputs(&flow, &conns), &settings()).unwrap();
+        assert_eq!(hash(&offline), None);
+
+        let names: Vec<String> = offline
+            .config
+            .secrets()
+            .iter()
+            .map(|s| s.secret_name.clone())
+            .collect();
+        assert!(!names.is_empty());
+        let mut versions: BTreeMap<String, String> = names
+            .iter()
+            .map(|n| (n.clone(), "100".to_string()))
+            .collect();
+        let with = |versions: &BTreeMap<String, String>| {
+            let mut i = inputs(&flow, &conns);
+            let versions = versions.clone();
+            i.secret_versions = Some(&versions);
+            render(&i, &settings()).unwrap()
+        };
+        let before = with(&versions);
+        let again = with(&versions);
+        assert_eq!(hash(&before), hash(&again), "the hash is deterministic");
+        assert!(hash(&before).is_some_and(|h| h.starts_with("sha256:")));
+        // It hashes versions, never values: no value is an input at all.
+        versions.insert(names[0].clone(), "101".into());
+        let rotated = with(&versions);
+        assert_ne!(
+            hash(&rotated),
+            hash(&before),
+            "a new resourceVersion rolls the workers"
+        );
+        assert_eq!(
+            rotated.revision, before.revision,
+            "the worker config is unchanged"
+        );
+        assert_eq!(rotated.config_map, before.config_map);
+        // A Secret the flow does not use changes nothing.
+        versions.insert("unrelated".into(), "7".into());
+        assert_eq!(hash(&with(&versions)), hash(&rotated));
+        // A Secret that does not exist yet counts too: creating it rolls the workers.
+        versions.remove(&names[0]);
+        assert_ne!(hash(&with(&versions)), hash(&rotated));
     }
 
     #[test]

@@ -4,14 +4,25 @@
 //! connections with their Ready condition); the CLI fills it from files (contracts judged on the
 //! spot, connections unjudged). Everything after that is the same code.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
+use millrace_crds::common::SecretKeyRef;
 use millrace_crds::conditions::{find, is_true};
 use millrace_crds::connection::{PartnerConnection, condition as conn_condition};
 use millrace_crds::contract::{ContractVersionStatus, EventContract};
 use millrace_crds::flow::IntegrationFlowSpec;
 
 use crate::contract::{VersionVerdict, judge_contract, mode};
+
+/// Label that marks a ConfigMap as a lookup table (any value, for example `plant`). The operator
+/// watches the metadata of labelled ConfigMaps only, so a change to an unlabelled lookup reaches
+/// its flows at the periodic re-check rather than at once.
+pub const LOOKUP_LABEL: &str = "millrace.dev/lookup";
+
+/// Annotation on a PartnerConnection naming, comma-separated, the Secrets that flows using the
+/// connection may name as their HTTP ingress key (`spec.source.http.auth.secretRef`). A flow may
+/// reference only Secrets its connections name, and the connection's owner decides which.
+pub const INGRESS_SECRETS_ANNOTATION: &str = "millrace.dev/ingress-secrets";
 
 /// Every PartnerConnection a flow spec names, each with the first field that names it, sorted
 /// by name.
@@ -71,6 +82,93 @@ pub fn lookup_names(spec: &IntegrationFlowSpec) -> Vec<String> {
         .iter()
         .flat_map(|t| t.lookups.iter().map(|l| l.config_map_ref.name.clone()))
         .collect()
+}
+
+/// The Secrets a connection's spec names: the AMQP URI, CA bundles, HTTP credentials. Found by
+/// walking the spec for `secretRef`/`*SecretRef` fields rather than field by field, so that a
+/// Secret field added to PartnerConnection counts the day it is added (for a rotation to roll
+/// the workers, every Secret they read must count).
+pub fn connection_spec_secret_names(connection: &PartnerConnection) -> BTreeSet<String> {
+    fn walk(value: &serde_json::Value, out: &mut BTreeSet<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, child) in map {
+                    if (key == "secretRef" || key.ends_with("SecretRef"))
+                        && let Some(name) = child.get("name").and_then(|n| n.as_str())
+                    {
+                        out.insert(name.to_string());
+                    }
+                    walk(child, out);
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
+            _ => {}
+        }
+    }
+    let mut names = BTreeSet::new();
+    if let Ok(spec) = serde_json::to_value(&connection.spec) {
+        walk(&spec, &mut names);
+    }
+    names
+}
+
+/// Every Secret a connection names: those of its spec, then those its owner lends to flows
+/// through [`INGRESS_SECRETS_ANNOTATION`].
+pub fn connection_secret_names(connection: &PartnerConnection) -> BTreeSet<String> {
+    let lent = connection
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(INGRESS_SECRETS_ANNOTATION))
+        .into_iter()
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_string);
+    connection_spec_secret_names(connection)
+        .into_iter()
+        .chain(lent)
+        .collect()
+}
+
+/// The Secret a flow spec names itself: the key of its HTTP ingress. Every other Secret a flow's
+/// workers get comes from its connections.
+pub fn flow_secret_ref(spec: &IntegrationFlowSpec) -> Option<(&SecretKeyRef, &'static str)> {
+    spec.source
+        .http
+        .as_ref()
+        .map(|h| (&h.auth.secret_ref, "spec.source.http.auth.secretRef"))
+}
+
+/// The Secrets the flow's connections in `catalog` name, or `None` while one of its connections
+/// is not in the catalog (then what they name is not known yet).
+pub fn allowed_secret_names(
+    spec: &IntegrationFlowSpec,
+    catalog: &Catalog,
+) -> Option<BTreeSet<String>> {
+    let mut names = BTreeSet::new();
+    for connection in connection_names(spec) {
+        let entry = catalog.connections.get(&connection)?;
+        names.extend(connection_secret_names(&entry.connection));
+    }
+    Some(names)
+}
+
+/// Every Secret the flow's workers would read, as far as `catalog` knows its connections: the
+/// Secrets in their specs, and the flow's own ingress key when a connection allows it. A Secret
+/// the judgement refuses is not in the list, so nothing reads it.
+pub fn used_secret_names(spec: &IntegrationFlowSpec, catalog: &Catalog) -> BTreeSet<String> {
+    let mut names: BTreeSet<String> = connection_names(spec)
+        .iter()
+        .filter_map(|c| catalog.connections.get(c))
+        .flat_map(|e| connection_spec_secret_names(&e.connection))
+        .collect();
+    if let Some((r, _)) = flow_secret_ref(spec)
+        && allowed_secret_names(spec, catalog).is_some_and(|a| a.contains(&r.name))
+    {
+        names.insert(r.name.clone());
+    }
+    names
 }
 
 /// A contract and the verdict on each of its versions.
@@ -181,6 +279,13 @@ pub struct Catalog {
     pub connections: BTreeMap<String, ConnectionEntry>,
     /// The `data` of ConfigMaps.
     pub config_maps: BTreeMap<String, BTreeMap<String, String>>,
+    /// Lookup ConfigMaps without [`LOOKUP_LABEL`], whose changes the operator sees only at its
+    /// periodic re-check. Offline nothing watches, so the CLI leaves it empty.
+    pub unlabelled_lookups: BTreeSet<String>,
+    /// The `resourceVersion` of each Secret the flow's workers read, by name, or `None` where
+    /// they are not known (offline: files carry no versions). A Secret missing from a known map
+    /// does not exist yet.
+    pub secret_versions: Option<BTreeMap<String, String>>,
 }
 
 impl Catalog {
@@ -190,5 +295,34 @@ impl Catalog {
             namespace: namespace.into(),
             ..Self::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connection(yaml: &str) -> PartnerConnection {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn a_connection_names_every_secret_of_its_spec_and_those_it_lends() {
+        let amqp = connection(
+            "metadata: {name: bus, annotations: {millrace.dev/ingress-secrets: ' erp-hmac, ,tms-hmac'}}\nspec: {system: Other, amqp: {uriSecretRef: {name: bus-amqp, key: uri}, tls: {caSecretRef: {name: bus-ca, key: ca.crt}}}}",
+        );
+        let names = |s: &[&str]| s.iter().map(|n| n.to_string()).collect::<BTreeSet<_>>();
+        assert_eq!(
+            connection_spec_secret_names(&amqp),
+            names(&["bus-amqp", "bus-ca"])
+        );
+        assert_eq!(
+            connection_secret_names(&amqp),
+            names(&["bus-amqp", "bus-ca", "erp-hmac", "tms-hmac"])
+        );
+        let http = connection(
+            "metadata: {name: erp}\nspec: {system: ERP, http: {baseUrl: https://erp.example.com, auth: {type: Basic, secretRef: {name: erp-api, key: credentials}}}}",
+        );
+        assert_eq!(connection_secret_names(&http), names(&["erp-api"]));
     }
 }

@@ -46,6 +46,9 @@ pub struct FlowInputs<'a> {
     pub connections: BTreeMap<String, &'a PartnerConnection>,
     /// Lookup tables by variable name.
     pub lookups: BTreeMap<String, BTreeMap<String, String>>,
+    /// The `resourceVersion` of each Secret the workers read, when known (see
+    /// [`crate::Catalog::secret_versions`]); they shape the pod template, not the config.
+    pub secret_versions: Option<&'a BTreeMap<String, String>>,
 }
 
 /// The environment variable a pod gets a secret key in. Stable and unique per (secret, key).

@@ -115,3 +115,36 @@ pub fn start_worker(ns: &str, configmap: &str) -> Worker {
         .expect("worker starts");
     Worker(child)
 }
+
+/// The settings `start_operator` runs with, for tests that change one of them.
+pub fn test_settings() -> Settings {
+    Settings {
+        render: RenderSettings {
+            worker_image: "millrace-worker:test".into(),
+        },
+        drift_interval: Duration::from_secs(5),
+        sample_interval: Duration::from_secs(2),
+        dlq_growth_per_minute: 30.0,
+        probe_interval: Duration::from_secs(5),
+    }
+}
+
+/// An operator for one namespace with the given settings and client (which may act as another
+/// identity than the admin).
+pub fn start_operator_with(client: &Client, ns: &str, settings: Settings) -> Operator {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("millrace_operator=debug,kube=info")
+        .try_init();
+    let metrics = Arc::new(Metrics::default());
+    let (client, ns, m) = (client.clone(), ns.to_string(), metrics.clone());
+    let task = tokio::spawn(async move {
+        let ready = Arc::new(AtomicBool::new(false));
+        if let Err(e) =
+            millrace_operator::run::run_controllers(client, settings, Some(ns), m, ready).await
+        {
+            panic!("operator stopped: {e}");
+        }
+    });
+    Operator { metrics, task }
+}
