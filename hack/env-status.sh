@@ -47,7 +47,7 @@ elif [[ -f $(pid_file rabbitmq) ]]; then
   rabbit_state="stopped (stale pid file)"
 fi
 printf '%-24s %-26s %-10s %s\n' rabbitmq "$rabbit_state" "${rabbit_version:-absent}" \
-  "amqp://127.0.0.1:$RABBITMQ_AMQP_PORT, http://127.0.0.1:$RABBITMQ_MGMT_PORT, stream :$RABBITMQ_STREAM_PORT"
+  "amqp://127.0.0.1:$RABBITMQ_AMQP_PORT, amqps://127.0.0.1:$RABBITMQ_AMQPS_PORT, http://127.0.0.1:$RABBITMQ_MGMT_PORT, stream :$RABBITMQ_STREAM_PORT"
 printf '%-24s %-26s %-10s %s\n' helm "-" "$(built_version helm)" "$BIN_DIR/helm"
 
 echo
@@ -60,5 +60,10 @@ if [[ -f $KUBECONFIG_PATH ]] && server=$(kctl version -o json 2>/dev/null | sed 
   echo "CRDs:       $crds Millrace CRDs installed"
 else
   echo "server:     not reachable (run 'make env-up')"
+fi
+if [[ -f $RABBITMQ_TLS_DIR/complete ]]; then
+  echo "amqps CA:   $RABBITMQ_TLS_DIR/ca.crt (RabbitMQ's certificate is for $RABBITMQ_TLS_SERVER_NAME and localhost)"
+else
+  echo "amqps CA:   not made yet (run 'make env-up')"
 fi
 echo "logs:       $LOG_DIR (RabbitMQ: /var/log/rabbitmq)"

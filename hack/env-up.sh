@@ -64,14 +64,22 @@ ensure_component() {
 
 # --- PKI ---------------------------------------------------------------------------------------------
 
-# issue_cert NAME SUBJECT EXT: a key and a certificate signed by the environment's CA.
+# issue_cert NAME SUBJECT EXT [DIR]: a key and a certificate signed by the CA in DIR (default: the
+# environment's CA in $PKI_DIR).
 issue_cert() {
-  local name=$1 subject=$2 ext=$3
-  openssl req -new -newkey rsa:2048 -nodes -keyout "$PKI_DIR/$name.key" -subj "$subject" \
-    -out "$PKI_DIR/$name.csr" 2>/dev/null
-  openssl x509 -req -in "$PKI_DIR/$name.csr" -CA "$PKI_DIR/ca.crt" -CAkey "$PKI_DIR/ca.key" -CAcreateserial \
-    -days 3650 -extfile <(printf '%s\n' "$ext") -out "$PKI_DIR/$name.crt" 2>/dev/null
-  rm -f "$PKI_DIR/$name.csr"
+  local name=$1 subject=$2 ext=$3 dir=${4:-$PKI_DIR}
+  openssl req -new -newkey rsa:2048 -nodes -keyout "$dir/$name.key" -subj "$subject" \
+    -out "$dir/$name.csr" 2>/dev/null
+  openssl x509 -req -in "$dir/$name.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial \
+    -days 3650 -extfile <(printf '%s\n' "$ext") -out "$dir/$name.crt" 2>/dev/null
+  rm -f "$dir/$name.csr"
+}
+
+# make_ca DIR CN: a CA key and a self-signed CA certificate in DIR.
+make_ca() {
+  openssl req -x509 -new -newkey rsa:2048 -nodes -days 3650 -subj "/CN=$2" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
+    -keyout "$1/ca.key" -out "$1/ca.crt" 2>/dev/null
 }
 
 # ensure_pki: a CA, the apiserver's serving certificate, client certificates (the admin is in
@@ -85,9 +93,7 @@ ensure_pki() {
   rm -rf "$PKI_DIR"
   mkdir -p "$PKI_DIR"
   chmod 700 "$PKI_DIR"
-  openssl req -x509 -new -newkey rsa:2048 -nodes -days 3650 -subj "/CN=millrace-local-ca" \
-    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
-    -keyout "$PKI_DIR/ca.key" -out "$PKI_DIR/ca.crt" 2>/dev/null
+  make_ca "$PKI_DIR" millrace-local-ca
   local client="basicConstraints=CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=clientAuth"
@@ -229,6 +235,10 @@ node_ready() {
 # --- RabbitMQ ----------------------------------------------------------------------------------------
 
 RABBITMQ_MARKER="# Written by Millrace's hack/env-up.sh"
+RABBITMQ_CONF=/etc/rabbitmq/rabbitmq.conf
+# Where RabbitMQ reads its TLS files: a directory of its own, since it runs as the rabbitmq user, who cannot
+# read $MILLRACE_HOME.
+RABBITMQ_TLS_INSTALL_DIR=/etc/rabbitmq/tls
 
 # as_root CMD...: run CMD as root. The env lock's fd is closed, since RabbitMQ's tools may leave daemons
 # (epmd) behind.
@@ -248,14 +258,58 @@ install_rabbitmq() {
     'apt-get update -q && apt-get install -y -q --no-install-recommends rabbitmq-server'
 }
 
-# configure_rabbitmq: listeners on loopback only, and the plugins Millrace needs, enabled offline.
-# A configuration file that Millrace did not write is left alone.
+# ensure_rabbitmq_tls_pki: a private CA and a server certificate for RabbitMQ's TLS listener, in
+# $RABBITMQ_TLS_DIR. Made once; a complete set is reused. The certificate names $RABBITMQ_TLS_SERVER_NAME and
+# localhost but not 127.0.0.1, so that a client connecting to 127.0.0.1 must be told which name to verify.
+ensure_rabbitmq_tls_pki() {
+  if [[ -f $RABBITMQ_TLS_DIR/complete ]]; then
+    log "    reusing RabbitMQ's TLS certificates in $RABBITMQ_TLS_DIR"
+    return 0
+  fi
+  rm -rf "$RABBITMQ_TLS_DIR"
+  mkdir -p "$RABBITMQ_TLS_DIR"
+  chmod 700 "$RABBITMQ_TLS_DIR"
+  make_ca "$RABBITMQ_TLS_DIR" millrace-local-rabbitmq-ca
+  issue_cert server "/CN=$RABBITMQ_TLS_SERVER_NAME" "basicConstraints=CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=serverAuth
+subjectAltName=DNS:$RABBITMQ_TLS_SERVER_NAME,DNS:localhost" "$RABBITMQ_TLS_DIR"
+  rm -f "$RABBITMQ_TLS_DIR/ca.srl"
+  touch "$RABBITMQ_TLS_DIR/complete"
+  log "    made a CA and a server certificate for RabbitMQ's TLS listener in $RABBITMQ_TLS_DIR"
+}
+
+# install_rabbitmq_tls: copy the listener's CA, certificate and key to where RabbitMQ reads them. Prints
+# "changed" when what was there differed (a running node then needs a restart to use them).
+install_rabbitmq_tls() {
+  local f changed=
+  as_root install -d -m 750 -o rabbitmq -g rabbitmq "$RABBITMQ_TLS_INSTALL_DIR"
+  for f in ca.crt server.crt server.key; do
+    if ! as_root cmp -s "$RABBITMQ_TLS_DIR/$f" "$RABBITMQ_TLS_INSTALL_DIR/$f"; then
+      as_root install -m 640 -o rabbitmq -g rabbitmq "$RABBITMQ_TLS_DIR/$f" "$RABBITMQ_TLS_INSTALL_DIR/$f"
+      changed=changed
+    fi
+  done
+  echo "$changed"
+}
+
+# rabbitmq_conf_is_ours: the configuration file is absent or was written by env-up.
+rabbitmq_conf_is_ours() { [[ ! -s $RABBITMQ_CONF ]] || grep -qF "$RABBITMQ_MARKER" "$RABBITMQ_CONF"; }
+
+# configure_rabbitmq: listeners on loopback only (AMQP, AMQP over TLS, management, streams), and the plugins
+# Millrace needs, enabled offline. A configuration file that Millrace did not write is left alone.
 configure_rabbitmq() {
-  local conf=/etc/rabbitmq/rabbitmq.conf env_conf=/etc/rabbitmq/rabbitmq-env.conf
-  if [[ ! -s $conf ]] || grep -qF "$RABBITMQ_MARKER" "$conf"; then
+  local conf=$RABBITMQ_CONF env_conf=/etc/rabbitmq/rabbitmq-env.conf
+  if rabbitmq_conf_is_ours; then
     as_root tee "$conf" >/dev/null <<EOF
 $RABBITMQ_MARKER: listen on loopback only.
 listeners.tcp.default = 127.0.0.1:$RABBITMQ_AMQP_PORT
+listeners.ssl.default = 127.0.0.1:$RABBITMQ_AMQPS_PORT
+ssl_options.cacertfile = $RABBITMQ_TLS_INSTALL_DIR/ca.crt
+ssl_options.certfile = $RABBITMQ_TLS_INSTALL_DIR/server.crt
+ssl_options.keyfile = $RABBITMQ_TLS_INSTALL_DIR/server.key
+ssl_options.verify = verify_none
+ssl_options.fail_if_no_peer_cert = false
 management.tcp.ip = 127.0.0.1
 management.tcp.port = $RABBITMQ_MGMT_PORT
 stream.listeners.tcp.default = 127.0.0.1:$RABBITMQ_STREAM_PORT
@@ -290,6 +344,12 @@ amqp_answers() {
   [[ ${first// /} == 01 ]]
 }
 
+# amqps_answers: the TLS listener completes a handshake with a certificate that the private CA signs.
+amqps_answers() {
+  timeout 5 openssl s_client -connect "127.0.0.1:$RABBITMQ_AMQPS_PORT" -servername "$RABBITMQ_TLS_SERVER_NAME" \
+    -CAfile "$RABBITMQ_TLS_DIR/ca.crt" -verify_return_error -brief </dev/null >/dev/null 2>&1 9>&-
+}
+
 # stop_rabbitmq_node PID: stop the node env-up started, by rabbitmqctl, or by signal if that fails.
 stop_rabbitmq_node() {
   local pid=$1 waited=0
@@ -319,7 +379,9 @@ record_rabbitmq_pid() {
 # file, so env-down stops only that one.
 ensure_rabbitmq() {
   install_rabbitmq
-  local pid
+  ensure_rabbitmq_tls_pki
+  local pid tls_changed
+  tls_changed=$(install_rabbitmq_tls)
   if rabbitmq_up && ! amqp_answers; then
     if pid=$(rabbitmq_pid); then
       warn "rabbitmq (pid $pid) answers HTTP but not AMQP on :$RABBITMQ_AMQP_PORT; restarting it"
@@ -337,8 +399,23 @@ ensure_rabbitmq() {
       log "    rabbitmq was restarted since env-up started it; now pid $(<"$(pid_file rabbitmq)")"
     else
       log "    rabbitmq already running, not started by env-up; using it and leaving it to its owner"
+      amqps_answers || warn "that RabbitMQ has no TLS listener on :$RABBITMQ_AMQPS_PORT with the CA in" \
+        "$RABBITMQ_TLS_DIR; the TLS tests will fail"
+      return 0
     fi
-    return 0
+    if [[ -z $tls_changed ]] && amqps_answers; then
+      log "    rabbitmq's TLS listener answers on :$RABBITMQ_AMQPS_PORT"
+      return 0
+    fi
+    # Started before env-up configured TLS, or its certificates were made again since: a node reads its
+    # configuration and certificates when it boots.
+    if ! rabbitmq_conf_is_ours; then
+      warn "$RABBITMQ_CONF was not written by Millrace, and RabbitMQ has no TLS listener on" \
+        ":$RABBITMQ_AMQPS_PORT with the CA in $RABBITMQ_TLS_DIR; the TLS tests will fail"
+      return 0
+    fi
+    log "    rabbitmq has no TLS listener on :$RABBITMQ_AMQPS_PORT with the current certificates; restarting it"
+    stop_rabbitmq_node "$(<"$(pid_file rabbitmq)")"
   fi
   if pid=$(rabbitmq_pid); then
     # Our node's VM is alive but does not answer: still booting, or its app was stopped (stop_app).
@@ -354,6 +431,7 @@ ensure_rabbitmq() {
   wait_until "RabbitMQ to start" 300 - as_root rabbitmqctl -q await_startup --timeout 10
   wait_until "RabbitMQ's management API" 60 - rabbitmq_up
   wait_until "RabbitMQ's AMQP listener" 60 - amqp_answers
+  wait_until "RabbitMQ's TLS listener" 60 - amqps_answers
   wait_until "RabbitMQ's pid" 30 - record_rabbitmq_pid
   STARTED+=(rabbitmq)
   log "    started rabbitmq (pid $(<"$(pid_file rabbitmq)"), logs in /var/log/rabbitmq)"
@@ -442,6 +520,8 @@ main() {
   log "  kubeconfig:  $KUBECONFIG_PATH   (kubectl --kubeconfig \"\$(make -s env-kubeconfig)\" get nodes)"
   log "  apiserver:   https://127.0.0.1:$APISERVER_PORT    etcd: http://127.0.0.1:$ETCD_CLIENT_PORT"
   log "  rabbitmq:    amqp://guest:guest@127.0.0.1:$RABBITMQ_AMQP_PORT  management: http://127.0.0.1:$RABBITMQ_MGMT_PORT"
+  log "               amqps://guest:guest@127.0.0.1:$RABBITMQ_AMQPS_PORT  (CA: $RABBITMQ_TLS_DIR/ca.crt, certificate" \
+    "for $RABBITMQ_TLS_SERVER_NAME and localhost)"
 }
 
 if [[ ${BASH_SOURCE[0]} == "$0" ]]; then

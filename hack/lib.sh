@@ -10,6 +10,7 @@ BIN_DIR="$MILLRACE_HOME/bin"       # built binaries and their version stamps
 BUILD_DIR="$MILLRACE_HOME/build"   # generated wrapper Go modules and build logs
 ENV_DIR="$MILLRACE_HOME/env"       # runtime state: pki, etcd data, pid files, logs, kubeconfig
 PKI_DIR="$ENV_DIR/pki"
+RABBITMQ_TLS_DIR="$ENV_DIR/rabbitmq-tls" # the private CA (ca.crt) and server certificate of RabbitMQ's TLS listener
 RUN_DIR="$ENV_DIR/run"             # pid files
 LOG_DIR="$ENV_DIR/logs"
 KUBECONFIG_PATH="$ENV_DIR/kubeconfig"
@@ -30,6 +31,9 @@ KWOK_PORT=10347         # kwok health and metrics
 RABBITMQ_AMQP_PORT=5672
 RABBITMQ_MGMT_PORT=15672
 RABBITMQ_STREAM_PORT=5552
+RABBITMQ_AMQPS_PORT=5671 # AMQP over TLS, with a certificate from the private CA in $RABBITMQ_TLS_DIR
+# The name in that certificate besides localhost (127.0.0.1 is not in it): connect to 127.0.0.1 and verify this name.
+RABBITMQ_TLS_SERVER_NAME="rabbitmq.millrace.test"
 
 # The fake node that kwok manages; Deployment pods are scheduled there and turn Running/Ready.
 KWOK_NODE_NAME="kwok-node-0"

@@ -24,6 +24,61 @@ pub fn kubeconfig_path() -> PathBuf {
     millrace_home().join("env").join("kubeconfig")
 }
 
+/// RabbitMQ's TLS listener, which `make env-up` configures with a private CA: AMQP over TLS on
+/// 127.0.0.1, with a certificate for [`RabbitTls::SERVER_NAME`] and `localhost`, but not for
+/// `127.0.0.1`, so that a client connecting to `127.0.0.1` must be told which name to verify.
+/// `make env-status` shows the same.
+#[derive(Clone, Debug)]
+pub struct RabbitTls {
+    dir: PathBuf,
+}
+
+impl RabbitTls {
+    /// Port of the TLS listener.
+    pub const PORT: u16 = 5671;
+    /// The name in the listener's certificate, besides `localhost`.
+    pub const SERVER_NAME: &'static str = "rabbitmq.millrace.test";
+
+    /// The listener's files. Panics, saying to run `make env-up`, when they are missing.
+    pub fn get() -> Self {
+        let dir = millrace_home().join("env").join("rabbitmq-tls");
+        if !dir.join("complete").exists() {
+            not_up(format_args!(
+                "RabbitMQ's TLS certificates are not in {}",
+                dir.display()
+            ));
+        }
+        Self { dir }
+    }
+
+    /// The PEM certificate of the private CA that signs the listener's certificate.
+    pub fn ca_pem(&self) -> String {
+        self.read("ca.crt")
+    }
+
+    /// The listener's certificate and its private key, PEM. Tests may serve TLS of their own
+    /// with them (the certificate is for [`RabbitTls::SERVER_NAME`] and `localhost`).
+    pub fn server_cert_and_key(&self) -> (String, String) {
+        (self.read("server.crt"), self.read("server.key"))
+    }
+
+    /// An `amqps://` URI of `vhost` on host `host` (`127.0.0.1` or `localhost`).
+    pub fn amqps_uri(&self, host: &str, vhost: &crate::TestVhost) -> String {
+        let (user, password) = vhost.credentials();
+        format!(
+            "amqps://{user}:{password}@{host}:{}/{}",
+            Self::PORT,
+            vhost.name()
+        )
+    }
+
+    fn read(&self, file: &str) -> String {
+        let path = self.dir.join(file);
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| not_up(format_args!("cannot read {}: {e}", path.display())))
+    }
+}
+
 /// Chooses rustls's process-wide crypto provider once, before any TLS or AMQP client is built.
 /// Both ring (through kube) and aws-lc-rs (through lapin) are compiled into test binaries, and rustls
 /// refuses to guess between them.

@@ -24,6 +24,8 @@ pub mod manifests;
 mod namespace;
 mod vhost;
 
-pub use env::{kube_client, kubeconfig_path, millrace_home, output_text, workspace_binary};
+pub use env::{
+    RabbitTls, kube_client, kubeconfig_path, millrace_home, output_text, workspace_binary,
+};
 pub use namespace::TestNamespace;
 pub use vhost::TestVhost;
