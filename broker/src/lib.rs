@@ -4,6 +4,8 @@
 
 //! Applying and removing a [`TopologyPlan`] on a broker.
 
+pub mod tls;
+
 use lapin::options::{
     ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
     QueueDeleteOptions,

@@ -101,19 +101,25 @@ pub struct PartnerConnectionSpec {
 pub struct AmqpEndpoint {
     /// Secret key holding the URI `amqp(s)://user:pass@host:port/vhost`.
     pub uri_secret_ref: SecretKeyRef,
-    /// TLS settings for `amqps://`. Certificates are verified by default.
+    /// TLS settings for `amqps://` (the URI must be `amqps://` when they are set). Certificates
+    /// are always verified: against the system's roots plus `caSecretRef`, for the URI host or
+    /// `serverName`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<AmqpTls>,
 }
 
-/// TLS settings of an AMQP connection.
+/// TLS settings of an AMQP connection, honoured by the operator's probes and topology connection
+/// and by the workers.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AmqpTls {
-    /// Secret key holding the PEM CA bundle that signs the broker's certificate.
+    /// Secret key holding the PEM CA bundle that signs the broker's certificate (for a private
+    /// CA). Trusted in addition to the system's roots. Workers receive it like the URI.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_secret_ref: Option<SecretKeyRef>,
-    /// Name expected in the broker's certificate, when it differs from the URI host.
+    /// Name the broker's certificate is verified against, and sent as SNI, instead of the URI
+    /// host: for example `rabbitmq.plant.example.com` when the URI names an IP address or an
+    /// alias. A DNS name or an IP address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
     pub server_name: Option<String>,
@@ -135,6 +141,28 @@ pub struct HttpEndpoint {
     /// Client-side rate limit for all workers' requests to this endpoint, per worker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
+    /// TLS settings for an `https://` base URL (which it must be when they are set).
+    /// Certificates are always verified: against the built-in roots plus `caSecretRef`, for the
+    /// URL host or `serverName`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<HttpTls>,
+}
+
+/// TLS settings of an HTTP connection, honoured by the operator's probe and by the workers.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpTls {
+    /// Secret key holding the PEM CA bundle that signs the endpoint's certificate (for a private
+    /// CA). Trusted in addition to the built-in roots, for every request of this connection
+    /// (an OAuth2 token request included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
+    /// DNS name the endpoint's certificate is verified against, and sent as SNI and `Host`,
+    /// instead of the `baseUrl` host, which is still what is connected to: for example
+    /// `erp.plant.example.com` when `baseUrl` names an IP address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub server_name: Option<String>,
 }
 
 /// Authentication scheme of outbound HTTP requests.
@@ -288,4 +316,7 @@ pub mod reason {
     pub const UNREACHABLE: &str = "Unreachable";
     /// Ready: credentials resolve and the endpoint answers.
     pub const READY: &str = "Ready";
+    /// Reachable=False, Ready=False: the TLS settings cannot be used (a CA bundle that is not
+    /// PEM, TLS settings on a plain-text endpoint), so the endpoint is not probed.
+    pub const TLS_INVALID: &str = "TLSInvalid";
 }

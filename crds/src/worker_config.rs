@@ -272,10 +272,10 @@ pub struct ConnectionConfig {
 pub struct AmqpConnectionConfig {
     /// The URI.
     pub uri: SecretSource,
-    /// PEM CA bundle.
+    /// PEM CA bundle trusted in addition to the system's roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca: Option<SecretSource>,
-    /// Expected certificate name.
+    /// Name the certificate is verified against (and sent as SNI) instead of the URI host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_name: Option<String>,
 }
@@ -305,6 +305,13 @@ pub struct HttpConnectionConfig {
     /// Burst size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit_burst: Option<u32>,
+    /// PEM CA bundle trusted in addition to the built-in roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<SecretSource>,
+    /// Name the certificate is verified against (and requests are addressed to) instead of the
+    /// base URL's host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
 }
 
 /// Why a config cannot be used: the field at fault and what to do.
@@ -397,6 +404,7 @@ impl WorkerConfig {
             }
             if let Some(h) = &c.http {
                 out.extend(h.secret.iter());
+                out.extend(h.ca.iter());
             }
         }
         for f in &self.flows {
@@ -454,6 +462,8 @@ mod tests {
                             timeout_ms: 10_000,
                             rate_limit_per_second: Some(50),
                             rate_limit_burst: None,
+                            ca: None,
+                            server_name: None,
                         }),
                     },
                 ),
@@ -543,6 +553,34 @@ mod tests {
         let text = serde_json::to_string(&sample()).unwrap();
         assert!(text.contains("secretName"));
         assert_eq!(sample().secrets().len(), 2);
+    }
+
+    #[test]
+    fn ca_bundles_are_secrets_of_both_kinds_of_connection() {
+        let mut config = sample();
+        let ca = |name: &str| SecretSource {
+            env: format!("MILLRACE_SECRET_{name}__CA_CRT"),
+            secret_name: name.into(),
+            secret_key: "ca.crt".into(),
+        };
+        for (name, c) in config.connections.iter_mut() {
+            if let Some(a) = c.amqp.as_mut() {
+                a.ca = Some(ca(name));
+            }
+            if let Some(h) = c.http.as_mut() {
+                h.ca = Some(ca(name));
+            }
+        }
+        let names: Vec<&str> = config
+            .secrets()
+            .iter()
+            .map(|s| s.secret_name.as_str())
+            .collect();
+        assert_eq!(names.len(), 4, "{names:?}");
+        assert!(
+            names.contains(&"s4") && names.contains(&"core-bus"),
+            "{names:?}"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use lapin::options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties};
+use millrace_broker::tls::{AmqpConnector, TlsOptions, verification_hint};
 use millrace_crds::naming::FlowNames;
 use millrace_topology::TopologyPlan;
 use tokio::sync::Mutex;
@@ -19,10 +20,23 @@ pub const MAX_RETRY_TIERS: usize = 64;
 /// Timeout of one connection attempt.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Open AMQP connections, one per broker URI, reused across reconciles.
+/// Where a PartnerConnection declares the TLS settings of its broker.
+const TLS_FIELD: &str = "spec.amqp.tls";
+
+/// Open AMQP connections, one per broker URI and TLS settings, reused across reconciles.
 #[derive(Default)]
 pub struct Brokers {
-    connections: Mutex<HashMap<String, Connection>>,
+    connections: Mutex<HashMap<BrokerKey, Connection>>,
+    /// The TLS settings of each broker URI, as the connection controller last read them from a
+    /// PartnerConnection (`spec.amqp.tls`); topology connections to that URI use them.
+    tls: std::sync::Mutex<HashMap<String, TlsOptions>>,
+}
+
+/// What a shared connection is made with: connections with other TLS settings are not reused.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct BrokerKey {
+    uri: String,
+    tls: TlsOptions,
 }
 
 /// Figures of a flow's queues.
@@ -44,14 +58,15 @@ fn broker_error(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Broker(format!("{what}: {e}"))
 }
 
-async fn connect(uri: &str) -> Result<Connection> {
-    let attempt = Connection::connect(uri, ConnectionProperties::default());
+async fn connect(broker: &AmqpConnector) -> Result<Connection> {
+    let attempt = broker.connect(ConnectionProperties::default());
     match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
         Ok(Ok(conn)) => Ok(conn),
         // Clients and URI parsers echo the URI they were given: never let credentials through.
+        // A refused certificate is explained by what to set instead.
         Ok(Err(e)) => Err(Error::Broker(format!(
             "connect: {}",
-            millrace_crds::secret::redact(&e.to_string(), uri)
+            verification_hint(&e, TLS_FIELD).unwrap_or_else(|| broker.redact(&e.to_string()))
         ))),
         Err(_) => Err(Error::Broker(format!(
             "connect: no answer within {}s",
@@ -61,21 +76,41 @@ async fn connect(uri: &str) -> Result<Connection> {
 }
 
 impl Brokers {
-    /// A fresh channel on the broker at `uri`, reconnecting when the connection was lost.
+    /// Remembers the TLS settings that connections to `uri` are made with.
+    pub fn set_tls(&self, uri: &str, tls: TlsOptions) {
+        let mut known = self.tls.lock().unwrap_or_else(|p| p.into_inner());
+        if tls.is_empty() {
+            known.remove(uri);
+        } else {
+            known.insert(uri.to_string(), tls);
+        }
+    }
+
+    /// A fresh channel on the broker at `uri`, with the TLS settings remembered for it,
+    /// reconnecting when the connection was lost.
     pub async fn channel(&self, uri: &str) -> Result<Channel> {
+        let key = BrokerKey {
+            uri: uri.to_string(),
+            tls: (self.tls.lock().unwrap_or_else(|p| p.into_inner()))
+                .get(uri)
+                .cloned()
+                .unwrap_or_default(),
+        };
         let mut conns = self.connections.lock().await;
-        if let Some(conn) = conns.get(uri)
+        if let Some(conn) = conns.get(&key)
             && conn.status().connected()
             && let Ok(ch) = conn.create_channel().await
         {
             return Ok(ch);
         }
-        let conn = connect(uri).await?;
+        let broker = AmqpConnector::new(uri, &key.tls)
+            .map_err(|e| Error::Broker(format!("connect: {} {e}", e.field(TLS_FIELD))))?;
+        let conn = connect(&broker).await?;
         let ch = conn
             .create_channel()
             .await
             .map_err(|e| broker_error("open channel", e))?;
-        conns.insert(uri.to_string(), conn);
+        conns.insert(key, conn);
         Ok(ch)
     }
 
@@ -187,10 +222,11 @@ impl Brokers {
     }
 }
 
-/// Connects to `uri` and closes again; returns the round-trip time.
-pub async fn probe(uri: &str) -> Result<Duration> {
+/// Connects to `broker` (a URI with its TLS settings) and closes again; returns the round-trip
+/// time.
+pub async fn probe(broker: &AmqpConnector) -> Result<Duration> {
     let start = Instant::now();
-    let conn = connect(uri).await?;
+    let conn = connect(broker).await?;
     let elapsed = start.elapsed();
     let _ = conn.close(200, "probe".into()).await;
     Ok(elapsed)

@@ -553,4 +553,52 @@ mod tests {
         assert_eq!(e.field, "spec.routes[1].destination.connection");
         assert!(e.message.contains("HTTP"), "{e}");
     }
+
+    #[test]
+    fn tls_settings_reach_the_workers_and_ca_bundles_only_by_reference() {
+        use millrace_crds::SecretKeyRef;
+        use millrace_crds::connection::{AmqpTls, HttpTls};
+        let (flow, mut conns) = fixtures();
+        let ca = |name: &str| SecretKeyRef {
+            name: name.into(),
+            key: "ca.crt".into(),
+        };
+        for c in &mut conns {
+            if let Some(a) = c.spec.amqp.as_mut() {
+                a.tls = Some(AmqpTls {
+                    ca_secret_ref: Some(ca("bus-ca")),
+                    server_name: Some("rabbitmq.plant.example.com".into()),
+                });
+            }
+            if let Some(h) = c.spec.http.as_mut() {
+                h.tls = Some(HttpTls {
+                    ca_secret_ref: Some(ca("erp-ca")),
+                    server_name: Some("erp.plant.example.com".into()),
+                });
+            }
+        }
+        let r = render(&inputs(&flow, &conns), &settings()).unwrap();
+        let config: WorkerConfig =
+            serde_json::from_str(&r.config_map.data.as_ref().unwrap()[CONFIG_MAP_KEY]).unwrap();
+        for c in config.connections.values() {
+            let (ca, server_name) = match (&c.amqp, &c.http) {
+                (Some(a), _) => (a.ca.as_ref(), a.server_name.as_deref()),
+                (None, Some(h)) => (h.ca.as_ref(), h.server_name.as_deref()),
+                (None, None) => unreachable!("a connection is AMQP or HTTP"),
+            };
+            let ca = ca.expect("the CA bundle is referenced");
+            assert!(server_name.is_some_and(|n| n.ends_with(".plant.example.com")));
+            let env = r.deployment.spec.template.spec.as_ref().unwrap().containers[0]
+                .env
+                .as_ref()
+                .unwrap();
+            let var = env
+                .iter()
+                .find(|e| e.name == ca.env)
+                .unwrap_or_else(|| panic!("{} is not in the pod's env: {env:?}", ca.env));
+            let from = var.value_from.as_ref().unwrap().secret_key_ref.as_ref();
+            assert_eq!(from.map(|s| s.name.as_str()), Some(ca.secret_name.as_str()));
+            assert!(var.value.is_none());
+        }
+    }
 }

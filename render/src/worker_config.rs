@@ -119,6 +119,12 @@ fn connection_config(name: &str, conn: &PartnerConnection) -> Result<ConnectionC
                 },
                 rate_limit_per_second: h.rate_limit.as_ref().map(|r| r.requests_per_second),
                 rate_limit_burst: h.rate_limit.as_ref().and_then(|r| r.burst),
+                ca: h
+                    .tls
+                    .as_ref()
+                    .and_then(|t| t.ca_secret_ref.as_ref())
+                    .map(secret_source),
+                server_name: h.tls.as_ref().and_then(|t| t.server_name.clone()),
             })
         }
         None => None,

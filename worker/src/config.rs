@@ -10,6 +10,8 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Secret;
 use millrace_crds::worker_config::{SecretSource, WorkerConfig};
 
+use millrace_broker::tls::{AmqpConnector, HttpTls, TlsError, TlsOptions};
+
 use crate::pipeline::CompiledFlow;
 
 /// Why a config cannot run: the field at fault and how to fix it (the one field-error shape of
@@ -136,15 +138,79 @@ impl CompiledConfig {
             let value = resolver.resolve(source).await?;
             secrets.insert(source.env.clone(), value);
         }
-        Ok(Self {
+        let config = Self {
             raw,
             flows,
             secrets,
-        })
+        };
+        config.check_tls()?;
+        Ok(config)
+    }
+
+    /// Checks every connection's TLS settings against its endpoint (a usable CA bundle, a valid
+    /// server name, a TLS scheme), so that a config that cannot connect is refused up front.
+    fn check_tls(&self) -> Result<(), ConfigError> {
+        for (name, c) in &self.raw.connections {
+            if let Some(a) = &c.amqp
+                && let Some(uri) = self.secret(&a.uri)
+            {
+                AmqpConnector::new(uri, &self.tls_options(&a.ca, &a.server_name))
+                    .map_err(|e| tls_error(name, "amqp", a.ca.as_ref(), e))?;
+            }
+            if let Some(h) = &c.http {
+                HttpTls::new(&h.base_url, &self.tls_options(&h.ca, &h.server_name))
+                    .map_err(|e| tls_error(name, "http", h.ca.as_ref(), e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The TLS settings of an endpoint, with its CA bundle resolved (it is resolved with the
+    /// other secrets).
+    pub fn tls_options(
+        &self,
+        ca: &Option<SecretSource>,
+        server_name: &Option<String>,
+    ) -> TlsOptions {
+        TlsOptions {
+            ca_pem: ca.as_ref().and_then(|s| self.secret(s)).map(str::to_string),
+            server_name: server_name.clone(),
+        }
     }
 
     /// The value of a secret resolved at build time.
     pub fn secret(&self, source: &SecretSource) -> Option<&str> {
         self.secrets.get(&source.env).map(String::as_str)
     }
+}
+
+/// A TLS settings error as a config error: the config field, the Secret behind it, and the
+/// PartnerConnection field to fix.
+pub(crate) fn tls_error(
+    connection: &str,
+    kind: &str,
+    ca: Option<&SecretSource>,
+    e: TlsError,
+) -> ConfigError {
+    let (config_field, secret) = match &e {
+        TlsError::NoCertificate | TlsError::InvalidCertificate { .. } => (
+            format!("connections.{connection}.{kind}.ca"),
+            ca.map(|s| format!(" (Secret {:?} key {:?})", s.secret_name, s.secret_key))
+                .unwrap_or_default(),
+        ),
+        TlsError::InvalidServerName { .. } | TlsError::IpServerName { .. } => (
+            format!("connections.{connection}.{kind}.serverName"),
+            String::new(),
+        ),
+        TlsError::NotTls { .. } | TlsError::Client(_) => {
+            (format!("connections.{connection}.{kind}"), String::new())
+        }
+    };
+    ConfigError::new(
+        config_field,
+        format!(
+            "PartnerConnection {connection:?} {}{secret} {e}",
+            e.field(&format!("spec.{kind}.tls"))
+        ),
+    )
 }

@@ -8,7 +8,9 @@ use std::time::Duration;
 use millrace_crds::flow::HttpMethod;
 use millrace_crds::worker_config::DestinationConfig;
 
-use crate::config::{CompiledConfig, ConfigError};
+use millrace_broker::tls::{AmqpConnector, HttpTls};
+
+use crate::config::{CompiledConfig, ConfigError, tls_error};
 use crate::dedupe::DedupeWindow;
 use crate::metrics::Metrics;
 use crate::pipeline::CompiledFlow;
@@ -43,8 +45,8 @@ pub struct FlowRuntime {
     pub flow: Arc<CompiledFlow>,
     /// `<namespace>/<name>`, the `flow` label.
     pub label: String,
-    /// URI of the flow's broker (consumers open their own connections to it).
-    pub broker_uri: String,
+    /// The flow's broker, with its TLS settings (consumers open their own connections to it).
+    pub broker: AmqpConnector,
     /// Publisher on the flow's broker: retries, dead-letters, ingress, the ordering splitter.
     pub publisher: Arc<ConfirmPublisher>,
     /// One sink per route, in route order.
@@ -72,7 +74,7 @@ pub fn build(
     let mut publishers: HashMap<String, Arc<ConfirmPublisher>> = HashMap::new();
     let mut http_sinks: HashMap<String, Arc<HttpSink>> = HashMap::new();
     let raw = &config.raw;
-    let uri_of = |name: &str, field: String| -> Result<String, ConfigError> {
+    let broker_of = |name: &str, field: String| -> Result<AmqpConnector, ConfigError> {
         let conn = raw
             .connections
             .get(name)
@@ -80,21 +82,23 @@ pub fn build(
             .ok_or_else(|| {
                 ConfigError::new(field.clone(), format!("{name:?} is not an AMQP connection"))
             })?;
-        config.secret(&conn.uri).map(str::to_string).ok_or_else(|| {
+        let uri = config.secret(&conn.uri).ok_or_else(|| {
             ConfigError::new(
                 field,
                 format!("the URI secret {} is not resolved", conn.uri.env),
             )
-        })
+        })?;
+        let tls = config.tls_options(&conn.ca, &conn.server_name);
+        AmqpConnector::new(uri, &tls).map_err(|e| tls_error(name, "amqp", conn.ca.as_ref(), e))
     };
     let mut publisher_for =
         |name: &str, field: String| -> Result<Arc<ConfirmPublisher>, ConfigError> {
             if let Some(p) = publishers.get(name) {
                 return Ok(p.clone());
             }
-            let uri = uri_of(name, field)?;
+            let broker = broker_of(name, field)?;
             let p = Arc::new(ConfirmPublisher::new(
-                uri,
+                broker,
                 format!("millrace-worker publisher {name}"),
                 window,
             ));
@@ -105,7 +109,7 @@ pub fn build(
     let mut flows = Vec::new();
     for (i, flow) in config.flows.iter().enumerate() {
         let fc = &flow.config;
-        let broker_uri = uri_of(&fc.broker, format!("flows[{i}].broker"))?;
+        let broker = broker_of(&fc.broker, format!("flows[{i}].broker"))?;
         let publisher = publisher_for(&fc.broker, format!("flows[{i}].broker"))?;
         let mut sinks = Vec::new();
         for (j, route) in fc.routes.iter().enumerate() {
@@ -131,7 +135,14 @@ pub fn build(
                                     ConfigError::new(field.clone(), "is not an HTTP connection")
                                 })?;
                             let secret = conn.secret.as_ref().and_then(|s| config.secret(s));
-                            let s = Arc::new(HttpSink::new(&route.connection, conn, secret)?);
+                            let tls = HttpTls::new(
+                                &conn.base_url,
+                                &config.tls_options(&conn.ca, &conn.server_name),
+                            )
+                            .map_err(|e| {
+                                tls_error(&route.connection, "http", conn.ca.as_ref(), e)
+                            })?;
+                            let s = Arc::new(HttpSink::new(&route.connection, conn, secret, &tls)?);
                             http_sinks.insert(route.connection.clone(), s.clone());
                             s
                         }
@@ -159,7 +170,7 @@ pub fn build(
         flows.push(Arc::new(FlowRuntime {
             label: flow.label(),
             flow: flow.clone(),
-            broker_uri,
+            broker,
             publisher,
             sinks,
             dedupe,

@@ -13,24 +13,37 @@ use super::{apply_pause, measured, now, write_status};
 use crate::context::{Context, ProbeMemo};
 use crate::error::{Error, Result};
 use crate::secrets;
+use millrace_broker::tls::{AmqpConnector, HttpTls, TlsError, TlsOptions, verification_hint};
 
 /// Reconciles one PartnerConnection.
 pub async fn reconcile(conn: Arc<PartnerConnection>, ctx: Arc<Context>) -> Result<Action> {
     measured(&ctx, conn.as_ref(), apply(&conn, &ctx)).await
 }
 
-async fn probe_http(url: &str, method: &str, timeout: Duration) -> Result<u64, String> {
-    let client = reqwest::Client::builder()
-        .timeout(timeout)
+/// Where a PartnerConnection declares TLS settings.
+const AMQP_TLS_FIELD: &str = "spec.amqp.tls";
+const HTTP_TLS_FIELD: &str = "spec.http.tls";
+
+async fn probe_http(
+    url: &str,
+    method: &str,
+    timeout: Duration,
+    tls: &HttpTls,
+) -> Result<u64, String> {
+    let client = tls
+        .apply(reqwest::Client::builder().timeout(timeout))
         .build()
         .map_err(|e| e.to_string())?;
     let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
     let start = Instant::now();
     let response = client
-        .request(method, url)
+        .request(method, tls.url(url))
         .send()
         .await
-        .map_err(|e| format!("{url}: {e}"))?;
+        .map_err(|e| match verification_hint(&e, HTTP_TLS_FIELD) {
+            Some(hint) => format!("{url}: {hint}"),
+            None => format!("{url}: {e}"),
+        })?;
     let elapsed = start.elapsed().as_millis() as u64;
     if response.status().is_server_error() {
         return Err(format!("{url} answered {}", response.status()));
@@ -71,6 +84,30 @@ async fn apply(conn: &PartnerConnection, ctx: &Context) -> Result<Action> {
             Err(e) => credential_error = Some((e.reason(), format!("spec.amqp.uriSecretRef: {e}"))),
         }
     }
+    // TLS settings: the CA bundle is read like a credential (a missing one does not resolve).
+    let (tls_field, tls_spec) = match (&conn.spec.amqp, &conn.spec.http) {
+        (Some(a), _) => (
+            AMQP_TLS_FIELD,
+            a.tls.as_ref().map(|t| (&t.ca_secret_ref, &t.server_name)),
+        ),
+        (None, Some(h)) => (
+            HTTP_TLS_FIELD,
+            h.tls.as_ref().map(|t| (&t.ca_secret_ref, &t.server_name)),
+        ),
+        (None, None) => (AMQP_TLS_FIELD, None),
+    };
+    let mut tls = TlsOptions::default();
+    if let Some((ca, server_name)) = tls_spec {
+        tls.server_name = server_name.clone();
+        if let Some(ca) = ca {
+            match secrets::read(&ctx.client, &ns, ca).await {
+                Ok(pem) => tls.ca_pem = Some(pem),
+                Err(e) => {
+                    credential_error = Some((e.reason(), format!("{tls_field}.caSecretRef: {e}")));
+                }
+            }
+        }
+    }
     if let Some(secret) = conn
         .spec
         .http
@@ -98,16 +135,49 @@ async fn apply(conn: &PartnerConnection, ctx: &Context) -> Result<Action> {
         t.clone(),
     );
 
+    // TLS settings that cannot be used are reported as such, and the endpoint is not probed.
+    let tls_error = |e: TlsError| {
+        let secret = match (&e, tls_spec.and_then(|(ca, _)| ca.as_ref())) {
+            (TlsError::NoCertificate | TlsError::InvalidCertificate { .. }, Some(ca)) => {
+                format!(" (Secret {:?} key {:?})", ca.name, ca.key)
+            }
+            _ => String::new(),
+        };
+        format!(
+            "PartnerConnection {ns}/{name}: {}{secret} {e}",
+            e.field(tls_field)
+        )
+    };
+    let mut amqp_broker = None;
+    let mut http_tls = None;
+    let mut tls_invalid = None;
+    if let Some(uri) = &amqp_uri {
+        match AmqpConnector::new(uri, &tls) {
+            Ok(c) => amqp_broker = Some(c),
+            Err(e) => tls_invalid = Some(tls_error(e)),
+        }
+        // The flow controller's topology connections to this broker use the same settings.
+        ctx.brokers.set_tls(uri, tls.clone());
+    }
+    if let Some(h) = &conn.spec.http {
+        match HttpTls::new(&h.base_url, &tls) {
+            Ok(t) => http_tls = Some((h, t)),
+            Err(e) => tls_invalid = Some(tls_error(e)),
+        }
+    }
+
     // Reachability: probe when due; otherwise reuse the remembered outcome.
     let key = (ns.clone(), name.clone());
     let memo = ctx.probes.lock().await.get(&key).cloned();
     let due = memo.as_ref().is_none_or(|m| m.at.elapsed() >= interval)
         || status.observed_generation != generation;
-    let outcome = if !due {
+    let outcome = if let Some(e) = &tls_invalid {
+        Err(e.clone())
+    } else if !due {
         memo.map(|m| m.outcome)
             .unwrap_or_else(|| Err("not probed yet".into()))
     } else {
-        let outcome = if let Some(h) = &conn.spec.http {
+        let outcome = if let Some((h, tls)) = &http_tls {
             let probe = conn.spec.probe.as_ref().and_then(|p| p.http.clone());
             let (method, path) = probe
                 .map(|p| (p.method, p.path))
@@ -118,9 +188,9 @@ async fn apply(conn: &PartnerConnection, ctx: &Context) -> Result<Action> {
                 .as_ref()
                 .and_then(|t| t.to_std().ok())
                 .unwrap_or(Duration::from_secs(10));
-            probe_http(&url, &method, timeout).await
-        } else if let Some(uri) = &amqp_uri {
-            crate::broker::probe(uri)
+            probe_http(&url, &method, timeout, tls).await
+        } else if let Some(broker) = &amqp_broker {
+            crate::broker::probe(broker)
                 .await
                 .map(|d| d.as_millis() as u64)
                 .map_err(|e| e.to_string())
@@ -137,12 +207,17 @@ async fn apply(conn: &PartnerConnection, ctx: &Context) -> Result<Action> {
         outcome
     };
     let reachable = outcome.is_ok();
+    let unreachable = if tls_invalid.is_some() {
+        reason::TLS_INVALID
+    } else {
+        reason::UNREACHABLE
+    };
     let (reason, message) = match &outcome {
         Ok(ms) => (
             reason::REACHABLE,
             format!("the endpoint answered in {ms} ms"),
         ),
-        Err(e) => (reason::UNREACHABLE, e.clone()),
+        Err(e) => (unreachable, e.clone()),
     };
     // Keep the message stable between probes so an unchanged verdict writes nothing.
     let message = if reachable {
@@ -183,7 +258,7 @@ async fn apply(conn: &PartnerConnection, ctx: &Context) -> Result<Action> {
     } else if let Some((r, m)) = &credential_error {
         (*r, m.clone())
     } else {
-        (reason::UNREACHABLE, outcome.err().unwrap_or_default())
+        (unreachable, outcome.err().unwrap_or_default())
     };
     set_condition(
         &mut status.conditions,

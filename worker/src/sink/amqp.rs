@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::ShortString;
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use millrace_broker::tls::{AmqpConnector, verification_hint};
 use std::sync::Arc;
 
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
@@ -31,7 +32,7 @@ struct State {
 
 /// A lazily connected confirm channel to one broker.
 pub struct ConfirmPublisher {
-    uri: String,
+    broker: AmqpConnector,
     name: String,
     state: Mutex<State>,
     window: Arc<Semaphore>,
@@ -73,11 +74,17 @@ impl PendingConfirm {
 /// connection and never finish the AMQP handshake; without a bound, that would hang the worker.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Opens an AMQP connection named `name` (shown in the management UI), failing after
-/// [`CONNECT_TIMEOUT`].
+/// Opens an AMQP connection to `uri`, without TLS settings, named `name` (shown in the
+/// management UI), failing after [`CONNECT_TIMEOUT`].
 pub async fn connect(uri: &str, name: &str) -> Result<Connection, lapin::Error> {
+    connect_to(&AmqpConnector::plain(uri), name).await
+}
+
+/// Opens an AMQP connection to `broker`, with its TLS settings, named `name` (shown in the
+/// management UI), failing after [`CONNECT_TIMEOUT`].
+pub async fn connect_to(broker: &AmqpConnector, name: &str) -> Result<Connection, lapin::Error> {
     let properties = ConnectionProperties::default().with_connection_name(name.into());
-    match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(uri, properties)).await {
+    match tokio::time::timeout(CONNECT_TIMEOUT, broker.connect(properties)).await {
         Ok(result) => result,
         Err(_) => Err(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
@@ -95,10 +102,10 @@ fn short(s: &str, what: &str) -> Result<ShortString, DeliveryError> {
 }
 
 impl ConfirmPublisher {
-    /// A publisher for `uri`; nothing connects until the first publish.
-    pub fn new(uri: String, name: String, window: usize) -> Self {
+    /// A publisher for `broker`; nothing connects until the first publish.
+    pub fn new(broker: AmqpConnector, name: String, window: usize) -> Self {
         Self {
-            uri,
+            broker,
             name,
             state: Mutex::new(State {
                 connection: None,
@@ -134,6 +141,8 @@ impl ConfirmPublisher {
             Err(e) => {
                 state.next_attempt = now + state.backoff;
                 state.backoff = (state.backoff * 2).min(MAX_BACKOFF);
+                // A refused certificate is explained by what to set instead.
+                let e = verification_hint(&e, "spec.amqp.tls").unwrap_or_else(|| e.to_string());
                 tracing::warn!(connection = %self.name, error = %e, "broker publisher connection failed");
                 Err(DeliveryError::transient(format!(
                     "connecting to broker {}: {e}",
@@ -152,7 +161,7 @@ impl ConfirmPublisher {
             if let Some(old) = state.connection.take() {
                 let _ = old.close(200, "reconnecting".into()).await;
             }
-            state.connection = Some(connect(&self.uri, &self.name).await?);
+            state.connection = Some(connect_to(&self.broker, &self.name).await?);
         }
         let Some(connection) = state.connection.as_ref() else {
             return Err(

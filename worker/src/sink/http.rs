@@ -6,6 +6,7 @@ use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use millrace_broker::tls::{HttpTls, verification_hint};
 use millrace_crds::connection::HttpAuthType;
 use millrace_crds::flow::HttpMethod;
 use millrace_crds::worker_config::HttpConnectionConfig;
@@ -61,11 +62,13 @@ fn split_pair(secret: &str, field: &str, what: &str) -> Result<(String, String),
 }
 
 impl HttpSink {
-    /// Builds the sink of connection `name`; `secret` is the resolved credential.
+    /// Builds the sink of connection `name`; `secret` is the resolved credential and `tls` the
+    /// connection's TLS settings, checked.
     pub fn new(
         name: &str,
         config: &HttpConnectionConfig,
         secret: Option<&str>,
+        tls: &HttpTls,
     ) -> Result<Self, ConfigError> {
         let field = format!("connections.{name}.http");
         let need = || {
@@ -94,24 +97,26 @@ impl HttpSink {
                     "clientId:clientSecret",
                 )?;
                 Auth::OAuth2 {
-                    token_url: config.token_url.clone().ok_or_else(|| {
+                    token_url: tls.url(config.token_url.as_deref().ok_or_else(|| {
                         ConfigError::new(
                             format!("{field}.tokenUrl"),
                             "is required for OAuth2ClientCredentials",
                         )
-                    })?,
+                    })?),
                     client_id,
                     client_secret,
                     token: Mutex::new(None),
                 }
             }
         };
-        let client = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             // A redirect is an answer, never followed: following it would send the event and
             // its credentials to a URL nobody configured.
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_millis(config.timeout_ms.max(1)))
-            .connect_timeout(Duration::from_millis(config.timeout_ms.clamp(1, 10_000)))
+            .connect_timeout(Duration::from_millis(config.timeout_ms.clamp(1, 10_000)));
+        let client = tls
+            .apply(builder)
             .build()
             .map_err(|e| ConfigError::new(field.clone(), format!("HTTP client: {e}")))?;
         let limiter = match config.rate_limit_per_second.and_then(NonZeroU32::new) {
@@ -129,7 +134,7 @@ impl HttpSink {
         Ok(Self {
             name: name.to_string(),
             client,
-            base_url: config.base_url.trim_end_matches('/').to_string(),
+            base_url: tls.url(&config.base_url).trim_end_matches('/').to_string(),
             auth,
             limiter,
         })
@@ -190,7 +195,10 @@ impl HttpSink {
             } else {
                 "request failed"
             };
-            DeliveryError::transient(format!("{} {kind}: {e}", self.name))
+            match verification_hint(&e, "spec.http.tls") {
+                Some(hint) => DeliveryError::transient(format!("{} {kind}: {hint}", self.name)),
+                None => DeliveryError::transient(format!("{} {kind}: {e}", self.name)),
+            }
         })?;
         let status = response.status().as_u16();
         let location = response
@@ -406,8 +414,11 @@ mod tests {
             timeout_ms: 5_000,
             rate_limit_per_second: None,
             rate_limit_burst: None,
+            ca: None,
+            server_name: None,
         };
-        let sink = HttpSink::new("erp", &config, Some("s3cret-token")).unwrap();
+        let tls = HttpTls::new(&config.base_url, &Default::default()).unwrap();
+        let sink = HttpSink::new("erp", &config, Some("s3cret-token"), &tls).unwrap();
         let event = json!({"id": "A-1"});
         let e = sink
             .deliver(

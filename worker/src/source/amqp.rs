@@ -31,7 +31,7 @@ use crate::headers;
 use crate::metrics::Metrics;
 use crate::process::{Disposition, RetryMode, handle};
 use crate::sink::DeliveryError;
-use crate::sink::amqp::{PendingConfirm, connect};
+use crate::sink::amqp::{PendingConfirm, connect_to};
 
 /// What a consumer does with its queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,7 +77,8 @@ pub async fn run_consumer(
                     .broker_connection_failures
                     .get_or_create(&Metrics::flow(&rt.label))
                     .inc();
-                tracing::warn!(flow = %rt.label, queue = %queue, error = %e, retry_in_ms = backoff.as_millis() as u64, "consumer lost the broker; reconnecting");
+                let hint = millrace_broker::tls::verification_hint(&e, "spec.amqp.tls");
+                tracing::warn!(flow = %rt.label, queue = %queue, error = %e, hint = hint.as_deref().unwrap_or_default(), retry_in_ms = backoff.as_millis() as u64, "consumer lost the broker; reconnecting");
                 let jitter =
                     Duration::from_millis(rand::random_range(0..=backoff.as_millis() as u64 / 4));
                 tokio::select! {
@@ -125,7 +126,7 @@ async fn session(
     ready: &AtomicBool,
 ) -> Result<(), SessionError> {
     let name = format!("millrace-worker {} {queue}", rt.label);
-    let connection = connect(&rt.broker_uri, &name).await?;
+    let connection = connect_to(&rt.broker, &name).await?;
     let channel = connection.create_channel().await?;
     if settings.declare_topology {
         millrace_broker::declare(&channel, &rt.flow.plan).await?;

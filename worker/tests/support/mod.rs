@@ -82,6 +82,8 @@ pub fn config(namespace: &str, flow: &str, http_base: &str) -> WorkerConfig {
                         timeout_ms: 5_000,
                         rate_limit_per_second: Some(500),
                         rate_limit_burst: Some(100),
+                        ca: None,
+                        server_name: None,
                     }),
                 },
             ),
