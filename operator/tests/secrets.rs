@@ -513,3 +513,96 @@ async fn lookups_are_watched_by_label_and_unlabelled_ones_are_named() {
     )
     .await;
 }
+
+/// The ClusterRole rules the chart grants the operator, read from its template.
+fn chart_operator_rules() -> Value {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../charts/millrace/templates/rbac.yaml"
+    );
+    let text = std::fs::read_to_string(path).expect("the chart's RBAC template");
+    let first = text.split("\n---\n").next().unwrap_or_default();
+    // The ClusterRole's rules hold no template expressions; its metadata does.
+    let plain: String = first
+        .lines()
+        .filter(|l| !l.contains("{{"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let role: Value = serde_yaml::from_str(&plain).expect("the ClusterRole is YAML");
+    assert_eq!(role["kind"], "ClusterRole", "{role}");
+    role["rules"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_needs_no_more_than_the_charts_role() {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+    use kube::api::DeleteParams;
+    use kube::config::{Config, KubeConfigOptions, Kubeconfig};
+
+    let ns = TestNamespace::create("chart-role").await;
+    let broker = TestVhost::create("chart-role").await;
+    let admin = ns.client();
+    let n = ns.name();
+    let user = format!("millrace-operator-{n}");
+    let roles: Api<ClusterRole> = Api::all(admin.clone());
+    let bindings: Api<ClusterRoleBinding> = Api::all(admin.clone());
+    let role: ClusterRole = serde_json::from_value(json!({
+        "metadata": {"name": user}, "rules": chart_operator_rules()
+    }))
+    .unwrap();
+    roles.create(&PostParams::default(), &role).await.unwrap();
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": user},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": user},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]
+    }))
+    .unwrap();
+    bindings
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+
+    // The operator runs as that user: a list or a watch of Secrets would be refused.
+    let kubeconfig = Kubeconfig::read_from(millrace_testkit::kubeconfig_path()).unwrap();
+    let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    config.auth_info.impersonate = Some(user.clone());
+    let as_operator = Client::try_from(config).unwrap();
+    let op = start_operator_with(&as_operator, n, test_settings());
+
+    setup(&admin, n, &broker.amqp_uri()).await;
+    let transform = json!({
+        "jq": "{id: .id, plant: $plants[\"1000\"]}",
+        "lookups": [{"name": "plants", "configMapRef": {"name": "plants"}}]
+    });
+    apply(&admin, n, json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "plants", "labels": {"millrace.dev/lookup": "plant"}}, "data": {"1000": "BE01"}})).await;
+    apply(&admin, n, amqp_flow("orders", transform, false)).await;
+    flow_until(&admin, n, "orders", "TopologyReady=True", |f| {
+        is(f, "TopologyReady", "True", "Declared")
+    })
+    .await;
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), n);
+    wait_for(
+        "the secrets-hash annotation",
+        Duration::from_secs(30),
+        async || secrets_hash(&deployments.get_opt("orders-worker").await.unwrap()),
+        Option::is_some,
+    )
+    .await;
+    // Refused reads and watches would count here (the watches retry quietly, with backoff).
+    let refused = op
+        .metrics
+        .errors
+        .get_or_create(&millrace_operator::metrics::ErrorLabels {
+            kind: "IntegrationFlow".into(),
+            category: "kubernetes".into(),
+        })
+        .get();
+    assert_eq!(
+        refused, 0,
+        "the operator hit API errors under the chart's role"
+    );
+    let _ = bindings.delete(&user, &DeleteParams::default()).await;
+    let _ = roles.delete(&user, &DeleteParams::default()).await;
+}
