@@ -4,6 +4,7 @@
 
 //! Applying and removing a [`TopologyPlan`] on a broker.
 
+pub mod drain;
 pub mod tls;
 
 use lapin::options::{

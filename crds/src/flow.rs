@@ -462,6 +462,27 @@ pub struct IntegrationFlowStatus {
     /// The last 10 revisions, newest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<RevisionRecord>,
+    /// Queues of an earlier topology that the flow no longer has (fewer partitions, a changed
+    /// retry delay): nothing new reaches them, and each is deleted once it is empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retiring_queues: Vec<RetiringQueue>,
+}
+
+/// A queue being emptied before it is deleted.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetiringQueue {
+    /// The queue's name on the broker.
+    pub name: String,
+    /// How it is emptied: `MoveToPartitions` (its messages are moved to the remaining
+    /// partitions), `WaitUntilEmpty` (retries return to the main queue when due) or `Discard`
+    /// (archive copies).
+    pub drain: String,
+    /// Messages it held when last looked at.
+    #[serde(default)]
+    pub messages: u64,
+    /// When it was retired.
+    pub since: Time,
 }
 
 /// The release a flow runs.
@@ -646,6 +667,12 @@ pub mod reason {
     pub const BROKER_NOT_FOUND: &str = "BrokerNotFound";
     /// TopologyReady=False: the broker refused or could not be reached.
     pub const BROKER_UNAVAILABLE: &str = "BrokerUnavailable";
+    /// TopologyReady: the wanted topology is declared, and queues it no longer has are being
+    /// drained (`status.retiringQueues`).
+    pub const MIGRATING: &str = "Migrating";
+    /// TopologyReady=False: the change needs a queue argument the broker cannot change in
+    /// place; the old topology and workers keep running, and the message says what to do.
+    pub const MIGRATION_REQUIRED: &str = "MigrationRequired";
     /// WorkersAvailable=False: `spec.suspend` is true.
     pub const SUSPENDED: &str = "Suspended";
     /// WorkersAvailable=False: a new revision is rolling out.

@@ -1,7 +1,9 @@
 //! Stable, derived names of a flow's RabbitMQ objects and Kubernetes children.
 //!
-//! Names are `millrace.<namespace>.<flow>[.retry.<n>|.dlq|.archive|.p<i>]`, so an SRE can tell
-//! from a queue name which flow owns it, and the same spec always gives the same names.
+//! Names are `millrace.<namespace>.<flow>[.retry.<delay>ms|.dlq|.archive|.p<i>]`, so an SRE can
+//! tell from a queue name which flow owns it, and the same spec always gives the same names. A
+//! retry queue is named by its delay: the broker cannot change a queue's `x-message-ttl`, so a
+//! changed delay is a new queue (a new generation), and the old one empties on its own.
 
 /// Names of every RabbitMQ object that belongs to one flow.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -29,9 +31,9 @@ impl FlowNames {
         self.base.clone()
     }
 
-    /// Retry delay tier `n` (0-based). Messages wait there for the tier's TTL, then return.
-    pub fn retry_queue(&self, tier: usize) -> String {
-        format!("{}.retry.{tier}", self.base)
+    /// The retry queue of delay `delay_ms`. Messages wait there for the delay, then return.
+    pub fn retry_queue(&self, delay_ms: u64) -> String {
+        format!("{}.retry.{delay_ms}ms", self.base)
     }
 
     /// The dead-letter queue.
@@ -72,8 +74,8 @@ mod tests {
             "millrace.plant-berlin.production-to-inventory"
         );
         assert_eq!(
-            n.retry_queue(2),
-            "millrace.plant-berlin.production-to-inventory.retry.2"
+            n.retry_queue(2_000),
+            "millrace.plant-berlin.production-to-inventory.retry.2000ms"
         );
         assert_eq!(
             n.dead_letter_queue(),

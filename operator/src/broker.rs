@@ -124,17 +124,26 @@ impl Brokers {
         result
     }
 
-    /// Deletes every queue and exchange a flow can own, by their derived names. Deleting a name
-    /// that does not exist is harmless, so retry tiers are removed up to [`MAX_RETRY_TIERS`].
-    pub async fn delete_flow(&self, uri: &str, names: &FlowNames, partitions: u32) -> Result<()> {
+    /// Deletes every queue and exchange a flow can own: its derived names, plus `extra` (the
+    /// retry queues of its plans and its retiring queues). Deleting a name that does not exist
+    /// is harmless, so the retry tiers of earlier releases (`<base>.retry.<n>`) are removed up
+    /// to [`MAX_RETRY_TIERS`].
+    pub async fn delete_flow(
+        &self,
+        uri: &str,
+        names: &FlowNames,
+        partitions: u32,
+        extra: &[String],
+    ) -> Result<()> {
         let ch = self.channel(uri).await?;
         let mut queues = vec![
             names.main_queue(),
             names.dead_letter_queue(),
             names.archive_stream(),
         ];
-        queues.extend((0..MAX_RETRY_TIERS).map(|t| names.retry_queue(t)));
+        queues.extend((0..MAX_RETRY_TIERS).map(|t| format!("{}.retry.{t}", names.base)));
         queues.extend((0..partitions).map(|i| names.partition_queue(i)));
+        queues.extend(extra.iter().cloned());
         for q in queues {
             ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
                 .await

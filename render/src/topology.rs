@@ -2,7 +2,7 @@
 //! and the changes between two plans that the broker cannot apply in place.
 
 use millrace_crds::worker_config::FlowConfig;
-use millrace_topology::{ArgumentValue, QueueRole, TopologyPlan, plan};
+use millrace_topology::{ArgumentValue, Drain, QueueRole, TopologyPlan, migration, plan};
 use serde_json::{Value, json};
 
 /// The topology a rendered flow needs: queues, tiers, DLQ, archive and bindings.
@@ -53,58 +53,40 @@ pub fn plan_document(flow: &FlowConfig, plan: &TopologyPlan) -> Value {
     })
 }
 
-/// Changes from `live` to `wanted` that RabbitMQ cannot apply to existing queues: a queue
-/// argument that differs (the broker refuses a redeclaration with `406 PRECONDITION_FAILED`),
-/// a queue that is no longer wanted (its messages would be stranded), and a binding that is
-/// no longer wanted. Each line says what changes and what it means.
+/// What changes from `live` to `wanted` beyond additions, a line each: what the operator
+/// migrates (retired queues, removed bindings) and what it refuses (`MigrationRequired`).
 pub fn migration_warnings(live: &TopologyPlan, wanted: &TopologyPlan) -> Vec<String> {
+    let m = migration(live, wanted);
     let mut warnings = Vec::new();
-    let partitions = |p: &TopologyPlan| {
-        p.queues
-            .iter()
-            .filter(|q| matches!(q.role, QueueRole::Partition(_)))
-            .count()
-    };
-    let (before, after) = (partitions(live), partitions(wanted));
-    if before != after {
+    if let Some((before, after)) = m.partitions {
         warnings.push(format!(
-            "partitions change from {before} to {after}: the broker cannot re-split queued messages; the operator must migrate the partition queues"
+            "partitions change from {before} to {after}: the operator moves the messages of removed partitions onto the remaining ones; keys move between partitions, so per-key order holds only from the change on"
         ));
     }
-    for old in &live.queues {
-        match wanted.queues.iter().find(|q| q.name == old.name) {
-            Some(new) => {
-                let keys: std::collections::BTreeSet<&String> =
-                    old.arguments.keys().chain(new.arguments.keys()).collect();
-                for key in keys {
-                    let (a, b) = (old.arguments.get(key), new.arguments.get(key));
-                    if a != b {
-                        let show = |v: Option<&ArgumentValue>| {
-                            v.map(|v| argument(v).to_string())
-                                .unwrap_or_else(|| "unset".into())
-                        };
-                        warnings.push(format!(
-                            "queue {}: argument {key} changes from {} to {}: the broker cannot change it in place; the operator must migrate the queue",
-                            old.name,
-                            show(a),
-                            show(b)
-                        ));
-                    }
-                }
+    for r in &m.retire {
+        let what = match r.drain {
+            Drain::ToPartitions => {
+                "its messages are moved to the remaining partitions, then it is deleted"
             }
-            None => warnings.push(format!(
-                "queue {} is no longer wanted: messages on it must be drained before it goes",
-                old.name
-            )),
-        }
+            Drain::WaitUntilEmpty => {
+                "it is unbound and deleted once empty (retries still waiting there return to the main queue)"
+            }
+            Drain::Discard => "it is deleted with its archived events",
+        };
+        warnings.push(format!("queue {} is no longer wanted: {what}", r.queue));
     }
-    for b in &live.bindings {
-        if !wanted.bindings.contains(b) {
-            warnings.push(format!(
-                "binding {} -> {} with key {:?} is no longer wanted and must be removed",
-                b.exchange, b.queue, b.routing_key
-            ));
-        }
+    for b in &m.unbind {
+        warnings.push(format!(
+            "binding {} -> {} with key {:?} is no longer wanted and is removed",
+            b.exchange, b.queue, b.routing_key
+        ));
+    }
+    for c in &m.blocked {
+        warnings.push(format!(
+            "{}: the operator refuses it (MigrationRequired) and keeps the old topology; {}",
+            c.describe(),
+            c.advice()
+        ));
     }
     warnings
 }

@@ -10,13 +10,16 @@
 //! |---|---|---|
 //! | `<base>` (exchange) | direct | ingress, retry returns, redrives, dead-letters |
 //! | `<base>` (queue) | quorum | main queue; bound to the source exchange and to `<base>` with `ingest` and `retry` |
-//! | `<base>.retry.<n>` | classic, `x-message-ttl` | delay tier `n`; expired messages dead-letter to `<base>` with key `retry` |
+//! | `<base>.retry.<d>ms` | classic, `x-message-ttl` | the retry delay `d` (key `retry.<d>ms`); expired messages dead-letter to `<base>` with key `retry` |
 //! | `<base>.dlq` | quorum | dead-letters (key `dlq`) |
 //! | `<base>.archive` | stream, `x-max-age` | replay archive, bound with the source keys and `ingest` |
 //! | `<base>.partition` (exchange) | `x-consistent-hash` | ordered flows: splits by the `x-millrace-partition-key` header |
 //! | `<base>.p<i>` | quorum, single active consumer | ordered flows: partition `i` |
 
+mod migrate;
 mod plan;
+
+pub use migrate::{ArgumentChange, Drain, Migration, Retirement, migration};
 
 pub use plan::{
     ArgumentValue, BindingSpec, ExchangeSpec, ExchangeType, PARTITION_KEY_HEADER, QueueRole,

@@ -17,9 +17,12 @@ pub const ROUTING_KEY_DEAD_LETTER: &str = "dlq";
 /// hashes its value.
 pub const PARTITION_KEY_HEADER: &str = "x-millrace-partition-key";
 
-/// Routing key on the flow exchange of retry tier `tier`.
-pub fn retry_routing_key(tier: usize) -> String {
-    format!("{ROUTING_KEY_RETRY}.{tier}")
+/// Routing key on the flow exchange of the retry queue of delay `delay_ms`. Keyed by the delay,
+/// not by the tier's index, so that a worker still running an older config never parks a
+/// message in a queue of another delay: its key is either bound to the queue it means, or
+/// unbound, and then the broker returns the message and the worker requeues it.
+pub fn retry_routing_key(delay_ms: u64) -> String {
+    format!("{ROUTING_KEY_RETRY}.{delay_ms}ms")
 }
 
 /// A queue or exchange argument value.
@@ -205,7 +208,7 @@ pub fn plan(flow: &FlowConfig) -> TopologyPlan {
     bindings.push(bind(&main, &flow_exchange, ROUTING_KEY_RETRY));
 
     for (tier, ttl) in flow.delivery.retry_tiers_ms.iter().enumerate() {
-        let name = names.retry_queue(tier);
+        let name = names.retry_queue(*ttl);
         queues.push(QueueSpec {
             name: name.clone(),
             role: QueueRole::RetryTier(tier),
@@ -219,7 +222,7 @@ pub fn plan(flow: &FlowConfig) -> TopologyPlan {
                 ("x-dead-letter-routing-key", str_arg(ROUTING_KEY_RETRY)),
             ]),
         });
-        bindings.push(bind(&name, &flow_exchange, &retry_routing_key(tier)));
+        bindings.push(bind(&name, &flow_exchange, &retry_routing_key(*ttl)));
     }
 
     let dlq = names.dead_letter_queue();
@@ -327,8 +330,8 @@ mod tests {
             names,
             [
                 "millrace.plant-berlin.production",
-                "millrace.plant-berlin.production.retry.0",
-                "millrace.plant-berlin.production.retry.1",
+                "millrace.plant-berlin.production.retry.1000ms",
+                "millrace.plant-berlin.production.retry.10000ms",
                 "millrace.plant-berlin.production.dlq",
                 "millrace.plant-berlin.production.archive",
             ]

@@ -268,7 +268,7 @@ async fn deliver_route(
                             .publisher
                             .publish(
                                 &rt.flow.names.exchange(),
-                                &retry_routing_key(tier),
+                                &retry_routing_key(tiers[tier]),
                                 body,
                                 properties.clone().with_headers(table),
                             )

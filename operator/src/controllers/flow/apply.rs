@@ -1,5 +1,6 @@
-//! Step 4: apply what the render produced: the worker objects (skipping unchanged ones), then
-//! the flow's RabbitMQ topology.
+//! Step 4: apply what the render produced: the flow's RabbitMQ topology (migrated from what the
+//! workers run, [`migrate`]), then the worker objects (skipping unchanged ones), then the
+//! retired queues are emptied.
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
@@ -7,14 +8,16 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Api;
 use kube::api::DeleteParams;
 use kube::runtime::reflector::ObjectRef;
-use millrace_crds::flow::{IntegrationFlow, reason};
+use millrace_crds::flow::{IntegrationFlow, IntegrationFlowStatus, reason};
 use millrace_crds::naming::{FlowNames, worker_object_name};
 use millrace_crds::worker_config::FlowConfig;
 use millrace_render::{Catalog, RenderedFlow, Verdict};
+use millrace_topology::TopologyPlan;
 
 use super::super::apply_if_changed;
+use super::migrate;
 use crate::context::{Context, FlowQueues};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::secrets;
 
 /// Applies the worker objects and returns the live Deployment (for its status).
@@ -46,47 +49,144 @@ pub async fn apply_children(
     Ok(dep_api.get_opt(&object).await?)
 }
 
-/// Declares the flow's topology on its broker and remembers where its queues are.
-pub async fn declare_topology(
+/// The live worker Deployment, for a pass that applies nothing (a refused migration).
+pub async fn live_deployment(ctx: &Context, ns: &str, name: &str) -> Result<Option<Deployment>> {
+    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
+    Ok(api.get_opt(&worker_object_name(name)).await?)
+}
+
+/// What the topology step decided.
+pub struct TopologyStep {
+    /// TopologyReady.
+    pub verdict: Verdict,
+    /// `false` when the change is refused: the workers keep their config.
+    pub apply_children: bool,
+    /// The broker and the wanted plan, for draining retired queues after the workers got
+    /// their config.
+    pub declared: Option<(String, TopologyPlan)>,
+}
+
+/// Moves the flow's topology from what its workers run to what the render wants
+/// ([`migrate`]), and remembers where its queues are. Queues it retires are written to the
+/// flow's status before this returns.
+pub async fn topology(
     ctx: &Context,
-    ns: &str,
-    flow_ref: &ObjectRef<IntegrationFlow>,
+    flow: &IntegrationFlow,
     flow_config: &FlowConfig,
     catalog: &Catalog,
-) -> Verdict {
+    status: &mut IntegrationFlowStatus,
+) -> Result<TopologyStep> {
+    let ns = flow_config.namespace.as_str();
+    let refused = |verdict| TopologyStep {
+        verdict,
+        apply_children: true,
+        declared: None,
+    };
+    let uri = match broker_uri(ctx, ns, flow_config, catalog).await {
+        Ok(uri) => uri,
+        Err(v) => return Ok(refused(v)),
+    };
+    let unavailable = |e: Error| {
+        Verdict::fail(
+            reason::BROKER_UNAVAILABLE,
+            None,
+            format!("declaring the topology on {:?}: {e}", flow_config.broker),
+        )
+    };
+    let wanted = millrace_render::topology_plan(flow_config);
+    let live = migrate::live_plan(ctx, ns, &flow_config.name).await?;
+    let m = match migrate::judge(ctx, &uri, live.as_ref(), &wanted).await {
+        Ok(m) => m,
+        Err(e) => return Ok(refused(unavailable(e))),
+    };
+    if !m.blocked.is_empty() {
+        return Ok(TopologyStep {
+            verdict: Verdict::fail(reason::MIGRATION_REQUIRED, None, migrate::refusal(&m)),
+            apply_children: false,
+            declared: None,
+        });
+    }
+    if migrate::record(&mut status.retiring_queues, &m, &wanted) {
+        let api: Api<IntegrationFlow> = Api::namespaced(ctx.client.clone(), ns);
+        super::super::patch_status(ctx, &api, &flow_config.name, &status).await?;
+    }
+    let declared = async {
+        migrate::unbind(ctx, &uri, &m).await?;
+        ctx.brokers.declare(&uri, &wanted).await
+    };
+    if let Err(e) = declared.await {
+        return Ok(refused(unavailable(e)));
+    }
+    remember_queues(ctx, flow, flow_config, &uri).await;
+    Ok(TopologyStep {
+        verdict: Verdict::ok(
+            reason::DECLARED,
+            format!(
+                "queues, retry tiers, DLQ and archive are declared on {:?}",
+                flow_config.broker
+            ),
+        ),
+        apply_children: true,
+        declared: Some((uri, wanted)),
+    })
+}
+
+/// Empties and deletes the retired queues it can; while some remain, TopologyReady says so
+/// (reason `Migrating`).
+pub async fn retire(
+    ctx: &Context,
+    uri: &str,
+    wanted: &TopologyPlan,
+    status: &mut IntegrationFlowStatus,
+    verdict: &mut Verdict,
+) {
+    if status.retiring_queues.is_empty() {
+        return;
+    }
+    migrate::drain(ctx, uri, wanted, status).await;
+    if let Some(note) = migrate::retiring_note(&status.retiring_queues) {
+        *verdict = Verdict::ok(reason::MIGRATING, format!("{}; {note}", verdict.message));
+    }
+}
+
+/// The URI of the flow's broker connection, read from its Secret.
+async fn broker_uri(
+    ctx: &Context,
+    ns: &str,
+    flow_config: &FlowConfig,
+    catalog: &Catalog,
+) -> std::result::Result<String, Verdict> {
     let Some(secret) = catalog
         .connections
         .get(&flow_config.broker)
         .and_then(|c| c.connection.spec.amqp.as_ref())
         .map(|a| a.uri_secret_ref.clone())
     else {
-        return Verdict::fail(
+        return Err(Verdict::fail(
             reason::BROKER_NOT_FOUND,
             None,
             format!(
                 "PartnerConnection {:?} is not an AMQP connection",
                 flow_config.broker
             ),
-        );
+        ));
     };
-    let uri = match secrets::read(&ctx.client, ns, &secret).await {
-        Ok(uri) => uri,
-        Err(e) => {
-            return Verdict::fail(
-                e.reason(),
-                None,
-                format!("broker connection {:?}: {e}", flow_config.broker),
-            );
-        }
-    };
-    let plan = millrace_render::topology_plan(flow_config);
-    if let Err(e) = ctx.brokers.declare(&uri, &plan).await {
-        return Verdict::fail(
-            reason::BROKER_UNAVAILABLE,
+    secrets::read(&ctx.client, ns, &secret).await.map_err(|e| {
+        Verdict::fail(
+            e.reason(),
             None,
-            format!("declaring the topology on {:?}: {e}", flow_config.broker),
-        );
-    }
+            format!("broker connection {:?}: {e}", flow_config.broker),
+        )
+    })
+}
+
+/// Remembers where the flow's queues are, for sampling.
+async fn remember_queues(
+    ctx: &Context,
+    flow: &IntegrationFlow,
+    flow_config: &FlowConfig,
+    uri: &str,
+) {
     let names = FlowNames::new(&flow_config.namespace, &flow_config.name);
     // An ordered flow's events wait in the main queue until the splitter moves them to their
     // partition, so the backlog counts the main queue and every partition.
@@ -97,18 +197,11 @@ pub async fn declare_topology(
         None => vec![names.main_queue()],
     };
     ctx.queues.lock().await.insert(
-        flow_ref.clone(),
+        ObjectRef::from_obj(flow),
         FlowQueues {
-            uri,
+            uri: uri.to_string(),
             main,
             dlq: names.dead_letter_queue(),
         },
     );
-    Verdict::ok(
-        reason::DECLARED,
-        format!(
-            "queues, retry tiers, DLQ and archive are declared on {:?}",
-            flow_config.broker
-        ),
-    )
 }

@@ -140,7 +140,20 @@ async fn honour_policy(flow: &IntegrationFlow, ctx: &Context) -> Result<Action> 
         .as_ref()
         .and_then(|d| d.ordering.as_ref())
         .map_or(0, |o| o.partitions);
-    ctx.brokers.delete_flow(&uri, &names, partitions).await?;
+    // Queues whose names the spec alone does not give: the retry queues (named by their
+    // delays) of the config the workers run, and the queues still retiring.
+    let mut extra: Vec<String> = super::migrate::live_plan(ctx, &ns, &flow.name_any())
+        .await?
+        .map(|p| p.queues.into_iter().map(|q| q.name).collect())
+        .unwrap_or_default();
+    extra.extend(
+        flow.status
+            .iter()
+            .flat_map(|s| s.retiring_queues.iter().map(|q| q.name.clone())),
+    );
+    ctx.brokers
+        .delete_flow(&uri, &names, partitions, &extra)
+        .await?;
     tracing::info!(flow = %flow_ref, "deletionPolicy Delete: topology removed");
     Ok(Action::await_change())
 }

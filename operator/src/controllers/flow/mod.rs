@@ -6,6 +6,7 @@
 mod apply;
 mod cleanup;
 mod dereference;
+mod migrate;
 mod observe;
 mod status;
 
@@ -23,6 +24,9 @@ use millrace_render::{Verdict, judge_flow, verify_release};
 use super::{apply_pause, measured, now, write_status};
 use crate::context::Context;
 use crate::error::{Error, Result};
+
+/// How soon a flow with retiring queues is reconciled again.
+const RETIRING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Finalizer that lets deletion honour `deletionPolicy`.
 pub const FINALIZER: &str = "millrace.dev/topology";
@@ -76,17 +80,28 @@ async fn apply(
     // 2.-3. Validate and build: pure, the same call as `millrace validate` and `millrace render`.
     let judgement = judge_flow(flow, &catalog, &ctx.settings.render);
 
-    // 4. Apply: children, then topology.
+    // 4. Apply: topology (migrated from what the workers run), children, then retired queues.
     let mut topology = Verdict::pending("the flow to be accepted and its references to resolve");
     let mut deployment = None;
     // A refused child is reported in status, then retried with backoff.
     let mut apply_error = None;
+    // A refused migration applies nothing: the workers keep the previous revision.
+    let mut held = false;
     if let Some(r) = &judgement.rendered {
-        match apply::apply_children(ctx, &ns, &name, r).await {
-            Ok(d) => deployment = d,
-            Err(e) => apply_error = Some(e),
+        let step = apply::topology(ctx, flow, &r.config.flows[0], &catalog, &mut status).await?;
+        topology = step.verdict;
+        held = !step.apply_children;
+        if held {
+            deployment = apply::live_deployment(ctx, &ns, &name).await?;
+        } else {
+            match apply::apply_children(ctx, &ns, &name, r).await {
+                Ok(d) => deployment = d,
+                Err(e) => apply_error = Some(e),
+            }
         }
-        topology = apply::declare_topology(ctx, &ns, &flow_ref, &r.config.flows[0], &catalog).await;
+        if let Some((uri, wanted)) = &step.declared {
+            apply::retire(ctx, uri, wanted, &mut status, &mut topology).await;
+        }
     }
 
     // 5. Observe: workers, queue health.
@@ -145,7 +160,7 @@ async fn apply(
     status.observed_generation = generation;
     status::set_contract(&mut status, judgement.input.as_ref());
     let rollout = status::Rollout::from_verdict(&workers);
-    if let Some(r) = &judgement.rendered {
+    if let Some(r) = judgement.rendered.as_ref().filter(|_| !held) {
         let replicas = ReplicaCounts {
             desired,
             ready: observe::available_replicas(deployment.as_ref()),
@@ -166,6 +181,8 @@ async fn apply(
     write_status(ctx, api, flow, &old, &status).await?;
     match apply_error {
         Some(e) => Err(e),
+        // Retired queues are looked at again soon, until they are gone.
+        None if !status.retiring_queues.is_empty() => Ok(Action::requeue(RETIRING_INTERVAL)),
         None => Ok(Action::requeue(ctx.settings.drift_interval)),
     }
 }
