@@ -677,6 +677,9 @@ pub mod reason {
     pub const SUSPENDED: &str = "Suspended";
     /// WorkersAvailable=False: a new revision is rolling out.
     pub const ROLLING_OUT: &str = "RollingOut";
+    /// WorkersAvailable=False: a changed pod template waits for a rollout slot
+    /// (`workerRollout.maxConcurrent`); the workers run the previous revision.
+    pub const ROLLOUT_QUEUED: &str = "RolloutQueued";
     /// WorkersAvailable=False: the rollout passed the Deployment's progress deadline.
     pub const ROLLOUT_STUCK: &str = "RolloutStuck";
     /// WorkersAvailable=False: the apiserver refused the worker ConfigMap, Deployment, Service

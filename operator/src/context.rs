@@ -27,6 +27,8 @@ pub struct Settings {
     pub dlq_growth_per_minute: f64,
     /// Default probe interval of connections.
     pub probe_interval: Duration,
+    /// How many flows may roll their worker pods at once.
+    pub worker_rollout_max_concurrent: crate::rollouts::MaxConcurrent,
 }
 
 /// Where a flow's queues live, remembered from its last reconcile so the sampler can read them.
@@ -114,6 +116,8 @@ pub struct Context {
     pub probes: Mutex<HashMap<(String, String), ProbeMemo>>,
     /// Consecutive reconcile failures per object, for the error policy's backoff.
     pub backoff: crate::backoff::ErrorBackoff,
+    /// Flows rolling their worker pods now, for rollout pacing.
+    pub rollouts: crate::rollouts::Rollouts,
 }
 
 impl Context {

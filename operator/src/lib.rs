@@ -11,5 +11,6 @@ pub mod controllers;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod rollouts;
 pub mod run;
 pub mod secrets;

@@ -68,6 +68,10 @@ struct RunArgs {
     /// Dead-letters per minute above which a flow is not Healthy.
     #[arg(long, default_value_t = 30.0)]
     dlq_growth_per_minute: f64,
+    /// How many flows may roll their worker pods at once (a new worker image, new resources, a
+    /// rotated Secret): a count, or a percentage of the managed flows, rounded up.
+    #[arg(long, default_value = "10%")]
+    worker_rollout_max_concurrent: millrace_operator::rollouts::MaxConcurrent,
     /// Watch only this namespace instead of the whole cluster.
     #[arg(long, env = "MILLRACE_WATCH_NAMESPACE")]
     watch_namespace: Option<String>,
@@ -111,6 +115,7 @@ async fn main() -> anyhow::Result<()> {
                     sample_interval: args.sample_interval,
                     dlq_growth_per_minute: args.dlq_growth_per_minute,
                     probe_interval: args.probe_interval,
+                    worker_rollout_max_concurrent: args.worker_rollout_max_concurrent,
                 },
                 metrics_addr: args.metrics_addr,
                 lease: (!args.no_leader_election)

@@ -154,6 +154,7 @@ pub async fn run_controllers(
         samples: Mutex::new(HashMap::new()),
         probes: Mutex::new(HashMap::new()),
         backoff: Default::default(),
+        rollouts: crate::rollouts::Rollouts::new(settings.worker_rollout_max_concurrent),
     });
 
     let (trigger, triggered) = mpsc::channel::<ObjectRef<IntegrationFlow>>(1024);

@@ -35,6 +35,7 @@ async fn two_hundred_steady_flows_cause_no_api_writes() {
         sample_interval: Duration::from_secs(5),
         dlq_growth_per_minute: 30.0,
         probe_interval: Duration::from_secs(10),
+        worker_rollout_max_concurrent: Default::default(),
     };
     let op = {
         let (client, ns, m) = (client.clone(), n.to_string(), metrics.clone());

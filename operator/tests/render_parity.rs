@@ -120,6 +120,7 @@ async fn render_and_diff_agree_with_the_operator() {
         sample_interval: Duration::from_secs(2),
         dlq_growth_per_minute: 30.0,
         probe_interval: Duration::from_secs(5),
+        worker_rollout_max_concurrent: Default::default(),
     };
     let op = {
         let (client, n, m) = (client.clone(), n.clone(), Arc::new(Metrics::default()));

@@ -76,6 +76,7 @@ pub fn start_operator(client: &Client, ns: &str) -> Operator {
         sample_interval: Duration::from_secs(2),
         dlq_growth_per_minute: 30.0,
         probe_interval: Duration::from_secs(5),
+        worker_rollout_max_concurrent: Default::default(),
     };
     let (client, ns, m) = (client.clone(), ns.to_string(), metrics.clone());
     let task = tokio::spawn(async move {
@@ -126,6 +127,7 @@ pub fn test_settings() -> Settings {
         sample_interval: Duration::from_secs(2),
         dlq_growth_per_minute: 30.0,
         probe_interval: Duration::from_secs(5),
+        worker_rollout_max_concurrent: Default::default(),
     }
 }
 

@@ -5,9 +5,9 @@
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use kube::Api;
 use kube::api::DeleteParams;
 use kube::runtime::reflector::ObjectRef;
+use kube::{Api, ResourceExt};
 use millrace_crds::flow::{IntegrationFlow, IntegrationFlowStatus, reason};
 use millrace_crds::naming::{FlowNames, worker_object_name};
 use millrace_crds::worker_config::FlowConfig;
@@ -18,23 +18,50 @@ use super::super::apply_if_changed;
 use super::migrate;
 use crate::context::{Context, FlowQueues};
 use crate::error::{Error, Result};
+use crate::rollouts::Queued;
 use crate::secrets;
 
-/// Applies the worker objects and returns the live Deployment (for its status).
+/// What applying the worker objects left.
+pub struct Children {
+    /// The live Deployment (for its status).
+    pub deployment: Option<Deployment>,
+    /// Set when a changed pod template waits for a rollout slot; the ConfigMap and the
+    /// Deployment were not changed.
+    pub queued: Option<Queued>,
+}
+
+/// Applies the worker objects. A revision whose pod template changes (it rolls the pods: a new
+/// config, image, resources or Secret) takes a rollout slot first ([`crate::rollouts`]);
+/// without one, its ConfigMap and Deployment are left as they are for now.
 pub async fn apply_children(
     ctx: &Context,
-    ns: &str,
-    name: &str,
+    flow: &IntegrationFlow,
     rendered: &RenderedFlow,
-) -> Result<Option<Deployment>> {
-    let cm_api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
-    let dep_api: Api<Deployment> = Api::namespaced(ctx.client.clone(), ns);
-    let svc_api: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
-    let pdb_api: Api<PodDisruptionBudget> = Api::namespaced(ctx.client.clone(), ns);
-    apply_if_changed(ctx, &cm_api, &rendered.config_map).await?;
-    apply_if_changed(ctx, &dep_api, &rendered.deployment).await?;
+) -> Result<Children> {
+    let ns = flow.namespace().unwrap_or_default();
+    let name = flow.name_any();
+    let cm_api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+    let dep_api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+    let svc_api: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
+    let pdb_api: Api<PodDisruptionBudget> = Api::namespaced(ctx.client.clone(), &ns);
+    let object = worker_object_name(&name);
+    let live = dep_api.get_opt(&object).await?;
+    let rolls = live
+        .as_ref()
+        .is_some_and(|live| !template_covers(live, &rendered.deployment));
+    let queued = match rolls {
+        true => ctx
+            .rollouts
+            .admit(&ObjectRef::from_obj(flow), ctx.flows.state().len())
+            .err(),
+        false => None,
+    };
+    // The revision waits whole: its config too, which running workers would otherwise load.
+    if queued.is_none() {
+        apply_if_changed(ctx, &cm_api, &rendered.config_map).await?;
+        apply_if_changed(ctx, &dep_api, &rendered.deployment).await?;
+    }
     apply_if_changed(ctx, &svc_api, &rendered.service).await?;
-    let object = worker_object_name(name);
     match &rendered.pdb {
         Some(pdb) => {
             apply_if_changed(ctx, &pdb_api, pdb).await?;
@@ -46,7 +73,17 @@ pub async fn apply_children(
             }
         }
     }
-    Ok(dep_api.get_opt(&object).await?)
+    let deployment = match queued {
+        Some(_) => live,
+        None => dep_api.get_opt(&object).await?,
+    };
+    Ok(Children { deployment, queued })
+}
+
+/// Whether the live Deployment's pod template already holds every field of the wanted one.
+fn template_covers(live: &Deployment, want: &Deployment) -> bool {
+    let template = |d: &Deployment| serde_json::to_value(&d.spec.template).unwrap_or_default();
+    super::super::covers(&template(live), &template(want))
 }
 
 /// The live worker Deployment, for a pass that applies nothing (a refused migration).

@@ -80,6 +80,7 @@ async fn report_blocked(flow: &IntegrationFlow, ctx: &Context, e: &Error) {
 async fn honour_policy(flow: &IntegrationFlow, ctx: &Context) -> Result<Action> {
     let flow_ref = ObjectRef::from_obj(flow);
     let queues = ctx.queues.lock().await.remove(&flow_ref);
+    ctx.rollouts.done(&flow_ref);
     ctx.samples.lock().await.remove(&flow_ref);
     // A deleted flow has no readiness, backlog or dead-letters any more.
     ctx.metrics.forget_flow(&crate::metrics::FlowLabels {

@@ -25,8 +25,8 @@ use super::{apply_pause, measured, now, write_status};
 use crate::context::Context;
 use crate::error::{Error, Result};
 
-/// How soon a flow with retiring queues is reconciled again.
-const RETIRING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3);
+/// How soon a flow with retiring queues or a queued rollout is reconciled again.
+const SOON: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Finalizer that lets deletion honour `deletionPolicy`.
 pub const FINALIZER: &str = "millrace.dev/topology";
@@ -87,6 +87,8 @@ async fn apply(
     let mut apply_error = None;
     // A refused migration applies nothing: the workers keep the previous revision.
     let mut held = false;
+    // A changed pod template waiting for a rollout slot.
+    let mut queued = None;
     if let Some(r) = &judgement.rendered {
         let step = apply::topology(ctx, flow, &r.config.flows[0], &catalog, &mut status).await?;
         topology = step.verdict;
@@ -94,8 +96,11 @@ async fn apply(
         if held {
             deployment = apply::live_deployment(ctx, &ns, &name).await?;
         } else {
-            match apply::apply_children(ctx, &ns, &name, r).await {
-                Ok(d) => deployment = d,
+            match apply::apply_children(ctx, flow, r).await {
+                Ok(children) => {
+                    deployment = children.deployment;
+                    queued = children.queued;
+                }
                 Err(e) => apply_error = Some(e),
             }
         }
@@ -110,15 +115,20 @@ async fn apply(
         .as_ref()
         .and_then(|r| r.deployment.spec.replicas)
         .unwrap_or(0);
-    let workers = match (&judgement.rendered, &apply_error) {
-        (Some(_), Some(e)) => Verdict::fail(
+    let workers = match (&judgement.rendered, &apply_error, &queued) {
+        (Some(_), Some(e), _) => Verdict::fail(
             reason::APPLY_FAILED,
             None,
             format!("applying the worker objects failed: {e}"),
         ),
-        (Some(_), None) => observe::workers(flow, desired, deployment.as_ref()),
-        (None, _) => Verdict::pending("the worker Deployment"),
+        (Some(_), None, Some(q)) => Verdict::fail(reason::ROLLOUT_QUEUED, None, q.to_string()),
+        (Some(_), None, None) => observe::workers(flow, desired, deployment.as_ref()),
+        (None, _, _) => Verdict::pending("the worker Deployment"),
     };
+    // A finished rollout gives its slot back.
+    if workers.ok {
+        ctx.rollouts.done(&flow_ref);
+    }
     // Workers that are not available: say what the pods show. Pods are read only then, so a
     // steady flow costs no extra reads.
     let mut workers = workers;
@@ -126,6 +136,7 @@ async fn apply(
         && apply_error.is_none()
         && workers.reason != reason::SUSPENDED
         && workers.reason != reason::BLOCKED
+        && workers.reason != reason::ROLLOUT_QUEUED
         && let Some(problem) = observe::pod_problem(ctx, &ns, &name).await
     {
         workers.message = format!("{}; {problem}", workers.message);
@@ -160,7 +171,12 @@ async fn apply(
     status.observed_generation = generation;
     status::set_contract(&mut status, judgement.input.as_ref());
     let rollout = status::Rollout::from_verdict(&workers);
-    if let Some(r) = judgement.rendered.as_ref().filter(|_| !held) {
+    // A revision that is refused or waits for a rollout slot is not the applied one.
+    if let Some(r) = judgement
+        .rendered
+        .as_ref()
+        .filter(|_| !held && queued.is_none())
+    {
         let replicas = ReplicaCounts {
             desired,
             ready: observe::available_replicas(deployment.as_ref()),
@@ -181,8 +197,8 @@ async fn apply(
     write_status(ctx, api, flow, &old, &status).await?;
     match apply_error {
         Some(e) => Err(e),
-        // Retired queues are looked at again soon, until they are gone.
-        None if !status.retiring_queues.is_empty() => Ok(Action::requeue(RETIRING_INTERVAL)),
+        // Retired queues and queued rollouts are looked at again soon.
+        None if !status.retiring_queues.is_empty() || queued.is_some() => Ok(Action::requeue(SOON)),
         None => Ok(Action::requeue(ctx.settings.drift_interval)),
     }
 }
