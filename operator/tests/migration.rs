@@ -124,11 +124,7 @@ fn flow() -> Value {
 }
 
 async fn setup(client: &Client, ns: &str, broker: &TestVhost, erp: &Erp) {
-    apply(client, ns, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "broker"}, "stringData": {"uri": broker.amqp_uri()}})).await;
-    apply(client, ns, json!({
-        "apiVersion": "millrace.dev/v1alpha1", "kind": "PartnerConnection", "metadata": {"name": "mes"},
-        "spec": {"system": "MES", "amqp": {"uriSecretRef": {"name": "broker", "key": "uri"}}, "probe": {"interval": "5s"}}
-    })).await;
+    support::apply_broker(client, ns, broker).await;
     apply(client, ns, json!({
         "apiVersion": "millrace.dev/v1alpha1", "kind": "PartnerConnection", "metadata": {"name": "erp"},
         "spec": {"system": "ERP", "http": {"baseUrl": erp.url, "timeout": "5s"},

@@ -888,12 +888,17 @@ async fn no_secret_reaches_status_or_events() {
         apply(&client, n, json!({"apiVersion": "millrace.dev/v1alpha1", "kind": "PartnerConnection", "metadata": {"name": name},
             "spec": {"system": "ERP", "amqp": {"uriSecretRef": {"name": name, "key": "uri"}}, "probe": {"interval": "5s"}}})).await;
     }
+    // An HTTP API that does not answer, with Basic credentials holding the password.
+    apply(&client, n, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "erp-api"}, "stringData": {"credentials": format!("millrace:{PLANTED}")}})).await;
+    apply(&client, n, json!({"apiVersion": "millrace.dev/v1alpha1", "kind": "PartnerConnection", "metadata": {"name": "leaky-api"},
+        "spec": {"system": "ERP", "http": {"baseUrl": "http://127.0.0.1:1/erp", "auth": {"type": "Basic", "secretRef": {"name": "erp-api", "key": "credentials"}}},
+                 "probe": {"interval": "5s", "http": {"method": "GET", "path": "/health"}}}})).await;
     apply(&client, n, contract("orders")).await;
     let mut leaky_flow = flow("leaky-flow", "orders", ".", "Delete");
     leaky_flow["spec"]["broker"] = json!({"connection": "broken"});
     apply(&client, n, leaky_flow).await;
     let conns: Api<PartnerConnection> = Api::namespaced(client.clone(), n);
-    for name in ["leaky", "broken"] {
+    for name in ["leaky", "broken", "leaky-api"] {
         wait_for::<PartnerConnection>(
             &client,
             n,
@@ -933,6 +938,16 @@ async fn no_secret_reaches_status_or_events() {
     assert!(
         !seen.contains(PLANTED),
         "a secret leaked into status or Events:\n{seen}"
+    );
+    // Nor the operator's logs, at debug level, which name the failing connections.
+    let logs = String::from_utf8_lossy(&support::LOGS.lock().unwrap()).to_string();
+    assert!(
+        logs.contains("leaky") || logs.contains("broken"),
+        "the operator logged nothing of the failing connections"
+    );
+    assert!(
+        !logs.contains(PLANTED),
+        "a secret leaked into the operator's logs"
     );
 }
 
@@ -1014,8 +1029,13 @@ async fn a_refused_child_is_reported_in_status_and_retried() {
         ns.name(),
         "quota",
         Duration::from_secs(60),
-        "WorkersAvailable ApplyFailed",
-        |f| is(f, "WorkersAvailable", "False", Some("ApplyFailed")),
+        "WorkersAvailable and Ready ApplyFailed",
+        // Ready names the first failing condition: wait out a connection probe that a loaded
+        // machine makes fail once.
+        |f| {
+            is(f, "WorkersAvailable", "False", Some("ApplyFailed"))
+                && is(f, "Ready", "False", Some("ApplyFailed"))
+        },
     )
     .await;
     let c = condition_of(&f, "Ready").unwrap();

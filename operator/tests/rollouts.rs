@@ -18,11 +18,7 @@ use millrace_testkit::{TestNamespace, TestVhost};
 const FLOWS: [&str; 3] = ["orders-a", "orders-b", "orders-c"];
 
 async fn setup(client: &Client, ns: &str, broker: &TestVhost) {
-    apply(client, ns, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "broker"}, "stringData": {"uri": broker.amqp_uri()}})).await;
-    apply(client, ns, json!({
-        "apiVersion": "millrace.dev/v1alpha1", "kind": "PartnerConnection", "metadata": {"name": "mes"},
-        "spec": {"system": "MES", "amqp": {"uriSecretRef": {"name": "broker", "key": "uri"}}, "probe": {"interval": "5s"}}
-    })).await;
+    support::apply_broker(client, ns, broker).await;
     apply(client, ns, json!({
         "apiVersion": "millrace.dev/v1alpha1", "kind": "EventContract", "metadata": {"name": "orders"},
         "spec": {"type": "com.acme.test.order.v1", "versions": [{

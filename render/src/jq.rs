@@ -32,6 +32,21 @@ fn prelude() -> &'static [Def<&'static str>] {
     })
 }
 
+/// Filters of jaq's standard library that flows do not get. `env` would hand every variable of
+/// the worker's environment to a transform, the values of the Secrets its connections name
+/// among them, and from there to any destination. A program that calls one does not compile
+/// (`InvalidJq`), here as in the worker.
+pub const WITHHELD: &[&str] = &["env"];
+
+/// The native filters of jaq's standard library, without [`WITHHELD`]. The worker compiles
+/// with exactly these.
+pub fn std_funs<D: jaq_core::DataT>() -> impl Iterator<Item = jaq_core::native::Fun<D>>
+where
+    for<'a> D::V<'a>: jaq_std::ValT,
+{
+    jaq_std::funs().filter(|(name, ..)| !WITHHELD.contains(name))
+}
+
 /// Compiles `program` with `$name` for every name in `vars`; returns a readable error.
 pub fn check(program: &str, vars: &[String]) -> Result<(), String> {
     let key = (program.to_string(), vars.to_vec());
@@ -51,7 +66,7 @@ pub fn check(program: &str, vars: &[String]) -> Result<(), String> {
 fn compile(program: &str, vars: &[String]) -> Result<(), String> {
     let defs = prelude().iter().cloned();
     let funs = jaq_core::funs::<data::JustLut<Val>>()
-        .chain(jaq_std::funs())
+        .chain(std_funs())
         .chain(jaq_json::funs());
     let loader = Loader::new(defs);
     let arena = Arena::default();
@@ -134,5 +149,14 @@ mod tests {
         assert!(e.contains("nope"), "{e}");
         let e = check("frobnicate(.)", &[]).unwrap_err();
         assert!(e.contains("frobnicate"), "{e}");
+    }
+
+    #[test]
+    fn the_environment_is_withheld_from_programs() {
+        let e = check("{leak: env}", &[]).unwrap_err();
+        assert!(e.contains("env"), "{e}");
+        // The rest of the standard library stays.
+        check("now | todate", &[]).unwrap();
+        check(".a | ascii_downcase | test(\"x\")", &[]).unwrap();
     }
 }

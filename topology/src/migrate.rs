@@ -196,42 +196,23 @@ pub fn migration(live: &TopologyPlan, wanted: &TopologyPlan) -> Migration {
 mod tests {
     use super::*;
     use crate::plan::plan;
-    use millrace_crds::worker_config::{
-        ContractConfig, DeliveryConfig, FlowConfig, OrderingConfig, SourceConfig,
-    };
+    use millrace_crds::worker_config::{FlowConfig, OrderingConfig, SourceConfig};
 
     fn flow(partitions: Option<u32>, tiers: Vec<u64>, keys: &[&str], retention: u64) -> FlowConfig {
-        FlowConfig {
-            namespace: "plant".into(),
-            name: "orders".into(),
-            version: "1.0.0".into(),
-            broker: "core".into(),
-            source: SourceConfig::Amqp {
-                connection: "core".into(),
-                exchange: "mes.events".into(),
-                routing_keys: keys.iter().map(|k| k.to_string()).collect(),
-            },
-            contract: ContractConfig {
-                name: "c".into(),
-                version: 1,
-                event_type: "t".into(),
-                schema: serde_json::json!({"type": "object"}),
-            },
-            transform: None,
-            routes: vec![],
-            delivery: DeliveryConfig {
-                dead_letter: true,
-                idempotency: None,
-                ordering: partitions.map(|p| OrderingConfig {
-                    key: ".id".into(),
-                    partitions: p,
-                }),
-                retry_tiers_ms: tiers,
-            },
-            archive_retention_ms: retention,
-            sla_max_latency_ms: None,
-            prefetch: 10,
-        }
+        let mut f = crate::plan::tests::flow(partitions.map(|p| OrderingConfig {
+            key: ".id".into(),
+            partitions: p,
+        }));
+        f.namespace = "plant".into();
+        f.name = "orders".into();
+        f.source = SourceConfig::Amqp {
+            connection: "core".into(),
+            exchange: "mes.events".into(),
+            routing_keys: keys.iter().map(|k| k.to_string()).collect(),
+        };
+        f.delivery.retry_tiers_ms = tiers;
+        f.archive_retention_ms = retention;
+        f
     }
 
     fn between(a: &FlowConfig, b: &FlowConfig) -> Migration {

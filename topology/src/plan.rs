@@ -287,11 +287,12 @@ pub fn plan(flow: &FlowConfig) -> TopologyPlan {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use millrace_crds::worker_config::{ContractConfig, DeliveryConfig, OrderingConfig};
 
-    fn flow(ordering: Option<OrderingConfig>) -> FlowConfig {
+    /// A flow of plant-berlin with two retry tiers, an archive and `ordering`.
+    pub(crate) fn flow(ordering: Option<OrderingConfig>) -> FlowConfig {
         FlowConfig {
             namespace: "plant-berlin".into(),
             name: "production".into(),

@@ -44,6 +44,15 @@ pub async fn apply(client: &Client, ns: &str, doc: Value) {
     .unwrap_or_else(|e| panic!("applying {kind}/{name}: {e}"));
 }
 
+/// The Secret `broker` with the URI of `vhost`, and the AMQP PartnerConnection `mes` to it.
+pub async fn apply_broker(client: &Client, ns: &str, vhost: &millrace_testkit::TestVhost) {
+    apply(client, ns, serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "broker"}, "stringData": {"uri": vhost.amqp_uri()}})).await;
+    apply(client, ns, serde_json::json!({
+        "apiVersion": "millrace.dev/v1alpha1", "kind": "PartnerConnection", "metadata": {"name": "mes"},
+        "spec": {"system": "MES", "amqp": {"uriSecretRef": {"name": "broker", "key": "uri"}}, "probe": {"interval": "5s"}}
+    })).await;
+}
+
 /// Every non-empty YAML document of every manifest under `dir`, sorted by path.
 pub fn documents_under(dir: &std::path::Path) -> Vec<Value> {
     use millrace_testkit::manifests::{documents, yaml_files};
@@ -63,31 +72,36 @@ impl Drop for Operator {
 }
 
 pub fn start_operator(client: &Client, ns: &str) -> Operator {
+    start_operator_with(client, ns, test_settings())
+}
+
+/// Everything the operators of this test binary logged, for tests that search it.
+pub static LOGS: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+/// Writes a log line to [`LOGS`] and to the test's output.
+struct Captured;
+
+impl std::io::Write for Captured {
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        LOGS.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(line);
+        print!("{}", String::from_utf8_lossy(line));
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The operator's debug logs, kept in [`LOGS`] and shown with a failing test.
+fn init_logs() {
     let _ = tracing_subscriber::fmt()
-        .with_test_writer()
+        .with_writer(|| Captured)
+        .with_ansi(false)
         .with_env_filter("millrace_operator=debug,kube=info")
         .try_init();
-    let metrics = Arc::new(Metrics::default());
-    let settings = Settings {
-        render: RenderSettings {
-            worker_image: "millrace-worker:test".into(),
-        },
-        drift_interval: Duration::from_secs(5),
-        sample_interval: Duration::from_secs(2),
-        dlq_growth_per_minute: 30.0,
-        probe_interval: Duration::from_secs(5),
-        worker_rollout_max_concurrent: Default::default(),
-    };
-    let (client, ns, m) = (client.clone(), ns.to_string(), metrics.clone());
-    let task = tokio::spawn(async move {
-        let ready = Arc::new(AtomicBool::new(false));
-        if let Err(e) =
-            millrace_operator::run::run_controllers(client, settings, Some(ns), m, ready).await
-        {
-            panic!("operator stopped: {e}");
-        }
-    });
-    Operator { metrics, task }
 }
 
 /// A `millrace-worker --configmap` process, killed when dropped.
@@ -134,10 +148,7 @@ pub fn test_settings() -> Settings {
 /// An operator for one namespace with the given settings and client (which may act as another
 /// identity than the admin).
 pub fn start_operator_with(client: &Client, ns: &str, settings: Settings) -> Operator {
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_env_filter("millrace_operator=debug,kube=info")
-        .try_init();
+    init_logs();
     let metrics = Arc::new(Metrics::default());
     let (client, ns, m) = (client.clone(), ns.to_string(), metrics.clone());
     let task = tokio::spawn(async move {

@@ -84,7 +84,7 @@ impl JqProgram {
             .chain(jaq_std::defs())
             .chain(jaq_json::defs());
         let funs = jaq_core::funs()
-            .chain(jaq_std::funs())
+            .chain(millrace_render::jq::std_funs())
             .chain(jaq_json::funs());
         let loader = Loader::new(defs);
         let arena = Arena::default();
@@ -234,6 +234,8 @@ mod tests {
                 .unwrap_err()
                 .contains("missing")
         );
+        // The worker's environment holds Secrets: no program reads it.
+        assert!(JqProgram::compile("{leak: env}", &vars).is_err());
     }
 
     #[test]

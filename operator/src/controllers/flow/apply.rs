@@ -8,6 +8,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::DeleteParams;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
+use millrace_broker::tls::TlsOptions;
 use millrace_crds::flow::{IntegrationFlow, IntegrationFlowStatus, reason};
 use millrace_crds::naming::{FlowNames, worker_object_name};
 use millrace_crds::worker_config::FlowConfig;
@@ -193,11 +194,10 @@ async fn broker_uri(
     flow_config: &FlowConfig,
     catalog: &Catalog,
 ) -> std::result::Result<String, Verdict> {
-    let Some(secret) = catalog
+    let Some(amqp) = catalog
         .connections
         .get(&flow_config.broker)
         .and_then(|c| c.connection.spec.amqp.as_ref())
-        .map(|a| a.uri_secret_ref.clone())
     else {
         return Err(Verdict::fail(
             reason::BROKER_NOT_FOUND,
@@ -208,13 +208,32 @@ async fn broker_uri(
             ),
         ));
     };
-    secrets::read(&ctx.client, ns, &secret).await.map_err(|e| {
+    let failed = |e: secrets::SecretError| {
         Verdict::fail(
             e.reason(),
             None,
             format!("broker connection {:?}: {e}", flow_config.broker),
         )
-    })
+    };
+    let uri = secrets::read(&ctx.client, ns, &amqp.uri_secret_ref)
+        .await
+        .map_err(failed)?;
+    // The connection's TLS settings, so that this pass does not depend on a probe having
+    // recorded them.
+    if let Some(tls) = &amqp.tls {
+        let ca_pem = match &tls.ca_secret_ref {
+            Some(r) => Some(secrets::read(&ctx.client, ns, r).await.map_err(failed)?),
+            None => None,
+        };
+        ctx.brokers.set_tls(
+            &uri,
+            TlsOptions {
+                ca_pem,
+                server_name: tls.server_name.clone(),
+            },
+        );
+    }
+    Ok(uri)
 }
 
 /// Remembers where the flow's queues are, for sampling.
