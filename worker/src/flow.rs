@@ -14,7 +14,7 @@ use crate::config::{CompiledConfig, ConfigError, tls_error};
 use crate::dedupe::DedupeWindow;
 use crate::metrics::Metrics;
 use crate::pipeline::CompiledFlow;
-use crate::sink::amqp::ConfirmPublisher;
+use crate::sink::amqp::{ConfirmPublisher, PublisherSettings};
 use crate::sink::http::HttpSink;
 
 /// Where one route delivers.
@@ -69,7 +69,7 @@ pub struct Runtimes {
 pub fn build(
     config: &CompiledConfig,
     metrics: &Arc<Metrics>,
-    window: usize,
+    publisher_settings: PublisherSettings,
 ) -> Result<Runtimes, ConfigError> {
     let mut publishers: HashMap<String, Arc<ConfirmPublisher>> = HashMap::new();
     let mut http_sinks: HashMap<String, Arc<HttpSink>> = HashMap::new();
@@ -100,7 +100,7 @@ pub fn build(
             let p = Arc::new(ConfirmPublisher::new(
                 broker,
                 format!("millrace-worker publisher {name}"),
-                window,
+                publisher_settings,
             ));
             publishers.insert(name.to_string(), p.clone());
             Ok(p)

@@ -48,6 +48,11 @@ struct Args {
     /// Longest wait for in-flight messages on shutdown or reload, in seconds.
     #[arg(long, env = "MILLRACE_DRAIN_TIMEOUT_SECONDS", default_value_t = 20)]
     drain_timeout_seconds: u64,
+    /// Longest wait for the broker to confirm a publish, in seconds. A broker in a memory or
+    /// disk alarm blocks publishers; past this wait the publish is retried like any other
+    /// transient failure, and its channel is reopened.
+    #[arg(long, env = "MILLRACE_CONFIRM_TIMEOUT_SECONDS", default_value_t = millrace_worker::sink::amqp::DEFAULT_CONFIRM_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    confirm_timeout_seconds: u64,
     /// Log format: compact (local) or json (clusters).
     #[arg(long, env = "MILLRACE_LOG_FORMAT", default_value = "compact", value_parser = ["compact", "json"])]
     log_format: String,
@@ -85,6 +90,7 @@ async fn main() -> Result<()> {
         declare_topology: args.declare_topology.unwrap_or(args.config.is_some()),
         max_message_bytes: args.max_message_bytes,
         drain_timeout: Duration::from_secs(args.drain_timeout_seconds),
+        confirm_timeout: Duration::from_secs(args.confirm_timeout_seconds),
         ..WorkerOptions::default()
     };
 

@@ -21,7 +21,9 @@ use crate::config::{CompiledConfig, ConfigError, SecretResolver};
 use crate::flow::{self, Runtimes};
 use crate::metrics::{Metrics, ReloadLabels};
 use crate::server::{self, Health, IngressTable, ServerState};
-use crate::sink::amqp::{ConfirmPublisher, DEFAULT_WINDOW};
+use crate::sink::amqp::{
+    ConfirmPublisher, DEFAULT_CONFIRM_TIMEOUT, DEFAULT_WINDOW, PublisherSettings,
+};
 use crate::source::amqp::{ConsumerKind, ConsumerSettings, run_consumer};
 use crate::source::http::IngressTarget;
 
@@ -43,10 +45,23 @@ pub struct WorkerOptions {
     pub max_message_bytes: usize,
     /// Longest wait for in-flight messages when stopping.
     pub drain_timeout: Duration,
-    /// Unconfirmed publishes per broker connection.
+    /// Unconfirmed publishes per broker publisher (all its exchanges together).
     pub publisher_window: usize,
+    /// Longest wait for a publish to be confirmed; past it the publish is a transient failure
+    /// and its channel is replaced (a broker in a memory or disk alarm blocks publishers).
+    pub confirm_timeout: Duration,
     /// Where secrets come from.
     pub secrets: SecretResolver,
+}
+
+impl WorkerOptions {
+    /// The settings of every broker publisher.
+    pub fn publisher_settings(&self) -> PublisherSettings {
+        PublisherSettings {
+            window: self.publisher_window,
+            confirm_timeout: self.confirm_timeout,
+        }
+    }
 }
 
 impl Default for WorkerOptions {
@@ -58,6 +73,7 @@ impl Default for WorkerOptions {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             drain_timeout: Duration::from_secs(20),
             publisher_window: DEFAULT_WINDOW,
+            confirm_timeout: DEFAULT_CONFIRM_TIMEOUT,
             secrets: SecretResolver::default(),
         }
     }
@@ -155,7 +171,7 @@ pub async fn start(
     let metrics = Arc::new(Metrics::new());
     let compiled =
         CompiledConfig::build(config, &options.secrets, options.max_message_bytes).await?;
-    let runtimes = flow::build(&compiled, &metrics, options.publisher_window)?;
+    let runtimes = flow::build(&compiled, &metrics, options.publisher_settings())?;
     let health = Arc::new(Health::default());
     let ingress: IngressTable = Arc::default();
     let state = ServerState {
@@ -295,7 +311,7 @@ async fn prepare(
     metrics: &Arc<Metrics>,
 ) -> Result<(CompiledConfig, Runtimes), ConfigError> {
     let compiled = CompiledConfig::build(raw, &options.secrets, options.max_message_bytes).await?;
-    let runtimes = flow::build(&compiled, metrics, options.publisher_window)?;
+    let runtimes = flow::build(&compiled, metrics, options.publisher_settings())?;
     Ok((compiled, runtimes))
 }
 
