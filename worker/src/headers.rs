@@ -3,6 +3,12 @@
 //! CloudEvents attributes travel as `ce-*` headers (the CloudEvents AMQP binding, binary mode)
 //! and W3C trace context as `traceparent`/`tracestate`. Millrace's own bookkeeping uses the
 //! `x-millrace-` prefix.
+//!
+//! The retry-state headers ([`RETRY_STATE`]) are internal to one flow: they travel on messages
+//! the flow parks in its own retry tiers and dead-letter queue, and the worker honours them only
+//! on a message that came back from one of its tiers (see `retry::RetryState::of_arrival`).
+//! Deliveries to destinations never carry them; they name their origin with [`FROM_FLOW`] and
+//! [`FROM_ROUTE`] instead, so a flow that consumes another flow's deliveries starts afresh.
 
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 
@@ -25,10 +31,13 @@ pub const TRACEPARENT: &str = "traceparent";
 /// W3C trace state.
 pub const TRACESTATE: &str = "tracestate";
 
-/// Flow that wrote the message.
+/// Flow that parked the message in a retry tier or dead-lettered it.
 pub const FLOW: &str = "x-millrace-flow";
 /// Route a retry or dead-letter belongs to. On a retry, only this route is attempted.
 pub const ROUTE: &str = "x-millrace-route";
+/// Delay (ms) of the retry tier the worker parked the message in. Set only when the worker
+/// parks a retry; a message without it is never taken for a retry.
+pub const RETRY_TIER: &str = "x-millrace-retry-tier";
 /// Attempts already made on [`ROUTE`] (on retries and dead-letters).
 pub const ATTEMPTS: &str = "x-millrace-attempts";
 /// Time of the first failure (RFC 3339), kept across retries.
@@ -39,6 +48,21 @@ pub const LAST_ERROR: &str = "x-millrace-last-error";
 pub const REASON: &str = "x-millrace-reason";
 /// The deterministic delivery key (also the AMQP `message_id` of deliveries).
 pub const IDEMPOTENCY_KEY: &str = "x-millrace-idempotency-key";
+/// On a delivery to a destination: the flow that delivered it (`<namespace>/<flow>`).
+pub const FROM_FLOW: &str = "x-millrace-from-flow";
+/// On a delivery to a destination: the route that delivered it.
+pub const FROM_ROUTE: &str = "x-millrace-from-route";
+
+/// A flow's internal retry state. Written on retries and dead-letters; never on deliveries.
+pub const RETRY_STATE: [&str; 7] = [
+    FLOW,
+    ROUTE,
+    ATTEMPTS,
+    FIRST_FAILURE,
+    LAST_ERROR,
+    REASON,
+    RETRY_TIER,
+];
 
 /// Longest error text carried in [`LAST_ERROR`].
 const MAX_ERROR_BYTES: usize = 1024;

@@ -17,8 +17,12 @@ use crate::dedupe::Claim;
 use crate::flow::{FlowRuntime, RouteSink};
 use crate::headers;
 use crate::metrics::{Metrics, OutcomeLabels, ReasonLabels};
+use crate::pipeline::envelope::Envelope;
 use crate::pipeline::{DeadLetterReason, Processed};
-use crate::retry::{RetryState, failure_headers, pick_tier};
+use crate::retry::{
+    Arrival, AttemptFailure, Parking, RetryPlace, RetryState, Settlement, failure_headers,
+    settle_failure,
+};
 use crate::sink::DeliveryError;
 
 /// How transient failures are retried.
@@ -43,11 +47,13 @@ pub enum Disposition {
 /// The settlement of one route could not be made durable.
 struct NotSettled;
 
-/// Runs one message through the flow.
+/// Runs one message through the flow. `arrival` is where the broker says the message came
+/// from; only a message back from this flow's own retry tiers resumes its retry state.
 pub async fn handle(
     rt: &FlowRuntime,
     body: &[u8],
     properties: &BasicProperties,
+    arrival: Arrival<'_>,
     mode: &RetryMode,
 ) -> Disposition {
     let started = Instant::now();
@@ -59,7 +65,7 @@ pub async fn handle(
         .get_or_create(&flow_labels)
         .clone();
     inflight.inc();
-    let (disposition, outcome) = handle_inner(rt, body, properties, mode).await;
+    let (disposition, outcome) = handle_inner(rt, body, properties, arrival, mode).await;
     inflight.dec();
     rt.metrics
         .processing_duration
@@ -75,10 +81,15 @@ async fn handle_inner(
     rt: &FlowRuntime,
     body: &[u8],
     properties: &BasicProperties,
+    arrival: Arrival<'_>,
     mode: &RetryMode,
 ) -> (Disposition, &'static str) {
-    let headers_in = properties.headers().as_ref();
-    let state = RetryState::from_headers(headers_in);
+    let state = RetryState::of_arrival(
+        properties.headers().as_ref(),
+        &rt.label,
+        &rt.flow.names.exchange(),
+        arrival,
+    );
     let processed = match rt.flow.process(body, properties) {
         Ok(p) => p,
         Err(rejection) => {
@@ -206,9 +217,28 @@ async fn deliver_route(
         let first = first_failure
             .get_or_insert_with(crate::retry::now_rfc3339)
             .clone();
-        match error {
+        let (failure, detail) = match error {
             DeliveryError::Permanent { reason, detail } => {
-                tracing::info!(flow = %rt.label, route = %route.name, reason = %reason, error = %detail, "delivery failed permanently");
+                (AttemptFailure::Permanent(reason), detail)
+            }
+            DeliveryError::Transient { detail } => (AttemptFailure::Transient, detail),
+        };
+        let place = match mode {
+            RetryMode::Tiers => RetryPlace::Tiers(&rt.flow.config.delivery.retry_tiers_ms),
+            RetryMode::InPlace(_) => RetryPlace::InPlace,
+        };
+        match settle_failure(failure, attempt, &route.retry, place) {
+            Settlement::DeadLetter { reason, no_tier } => {
+                let detail = if no_tier {
+                    format!("{detail} (the flow has no retry tiers)")
+                } else {
+                    detail
+                };
+                if reason == DeadLetterReason::RetriesExhausted {
+                    tracing::warn!(flow = %rt.label, route = %route.name, attempts = attempt, error = %detail, "retries exhausted");
+                } else {
+                    tracing::info!(flow = %rt.label, route = %route.name, reason = %reason, error = %detail, "delivery failed permanently");
+                }
                 return dead_letter(
                     rt,
                     body,
@@ -221,72 +251,42 @@ async fn deliver_route(
                 )
                 .await;
             }
-            DeliveryError::Transient { detail } => {
-                if attempt >= route.retry.max_attempts {
-                    tracing::warn!(flow = %rt.label, route = %route.name, attempts = attempt, error = %detail, "retries exhausted");
-                    return dead_letter(
-                        rt,
-                        body,
-                        properties,
-                        Some(&route.name),
-                        attempt,
-                        Some(&first),
-                        DeadLetterReason::RetriesExhausted,
-                        &detail,
-                    )
-                    .await;
-                }
-                let delay = route.retry.delay_ms(attempt + 1);
+            Settlement::Park { tier_ms } => {
                 rt.metrics.events_retried.get_or_create(&labels).inc();
-                match mode {
-                    RetryMode::Tiers => {
-                        let tiers = &rt.flow.config.delivery.retry_tiers_ms;
-                        let Some(tier) = pick_tier(tiers, delay) else {
-                            return dead_letter(
-                                rt,
-                                body,
-                                properties,
-                                Some(&route.name),
-                                attempt,
-                                Some(&first),
-                                DeadLetterReason::RetriesExhausted,
-                                &format!("{detail} (the flow has no retry tiers)"),
-                            )
-                            .await;
-                        };
-                        tracing::debug!(flow = %rt.label, route = %route.name, attempt, tier, error = %detail, "parking for retry");
-                        let table = failure_headers(
-                            properties.headers().as_ref(),
-                            &rt.label,
-                            Some(&route.name),
-                            attempt,
-                            Some(&first),
-                            &detail,
-                            None,
-                        );
-                        return rt
-                            .publisher
-                            .publish(
-                                &rt.flow.names.exchange(),
-                                &retry_routing_key(tiers[tier]),
-                                body,
-                                properties.clone().with_headers(table),
-                            )
-                            .await
-                            .map_err(|e| {
-                                tracing::warn!(flow = %rt.label, route = %route.name, error = %e, "could not park a retry; requeueing");
-                                NotSettled
-                            });
-                    }
-                    RetryMode::InPlace(cancel) => {
-                        tracing::debug!(flow = %rt.label, route = %route.name, attempt, delay_ms = delay, error = %detail, "retrying in place");
-                        tokio::select! {
-                            _ = cancel.cancelled() => return Err(NotSettled),
-                            _ = tokio::time::sleep(Duration::from_millis(delay)) => {}
-                        }
-                        attempt += 1;
+                tracing::debug!(flow = %rt.label, route = %route.name, attempt, tier_ms, error = %detail, "parking for retry");
+                let table = failure_headers(
+                    properties.headers().as_ref(),
+                    &rt.label,
+                    Some(&route.name),
+                    attempt,
+                    Some(&first),
+                    &detail,
+                    Parking::RetryTier(tier_ms),
+                );
+                return rt
+                    .publisher
+                    .publish(
+                        &rt.flow.names.exchange(),
+                        &retry_routing_key(tier_ms),
+                        body,
+                        properties.clone().with_headers(table),
+                    )
+                    .await
+                    .map_err(|e| {
+                        tracing::warn!(flow = %rt.label, route = %route.name, error = %e, "could not park a retry; requeueing");
+                        NotSettled
+                    });
+            }
+            Settlement::RetryInPlace { delay_ms } => {
+                rt.metrics.events_retried.get_or_create(&labels).inc();
+                tracing::debug!(flow = %rt.label, route = %route.name, attempt, delay_ms, error = %detail, "retrying in place");
+                if let RetryMode::InPlace(cancel) = mode {
+                    tokio::select! {
+                        _ = cancel.cancelled() => return Err(NotSettled),
+                        _ = tokio::time::sleep(Duration::from_millis(delay_ms)) => {}
                     }
                 }
+                attempt += 1;
             }
         }
     }
@@ -308,13 +308,10 @@ async fn send(
             exchange,
             routing_key,
         } => {
-            let mut table = FieldTable::default();
-            processed.envelope.write_headers(&mut table);
-            headers::set_str(&mut table, headers::FLOW, &rt.label);
-            headers::set_str(&mut table, headers::ROUTE, route_name);
-            headers::set_str(
-                &mut table,
-                headers::IDEMPOTENCY_KEY,
+            let table = delivery_headers(
+                &processed.envelope,
+                &rt.label,
+                route_name,
                 &processed.idempotency_key,
             );
             let mut props = BasicProperties::default()
@@ -339,6 +336,19 @@ async fn send(
             .await
         }
     }
+}
+
+/// Headers of an AMQP delivery to a destination: the envelope (`ce-*`, trace context), the
+/// idempotency key, and the delivering flow and route under names of their own. None of the
+/// incoming message's headers, and none of the retry state of [`headers::RETRY_STATE`], is
+/// passed on, so a flow that consumes these deliveries sees a fresh event.
+fn delivery_headers(envelope: &Envelope, flow: &str, route: &str, key: &str) -> FieldTable {
+    let mut table = FieldTable::default();
+    envelope.write_headers(&mut table);
+    headers::set_str(&mut table, headers::FROM_FLOW, flow);
+    headers::set_str(&mut table, headers::FROM_ROUTE, route);
+    headers::set_str(&mut table, headers::IDEMPOTENCY_KEY, key);
+    table
 }
 
 /// Writes the original message to the flow's DLQ with the failure headers.
@@ -370,7 +380,7 @@ async fn dead_letter(
         attempts,
         first_failure,
         detail,
-        Some(reason.as_str()),
+        Parking::DeadLetter(reason.as_str()),
     );
     match rt
         .publisher
@@ -389,6 +399,32 @@ async fn dead_letter(
         Err(e) => {
             tracing::warn!(flow = %rt.label, error = %e, "could not dead-letter; requeueing");
             Err(NotSettled)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deliveries_carry_the_envelope_and_provenance_but_no_retry_state() {
+        let envelope = Envelope {
+            id: "evt-1".into(),
+            event_type: Some("t".into()),
+            traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+            ..Envelope::default()
+        };
+        let table = delivery_headers(&envelope, "ns/a", "canonical", "order-1");
+        let get = |name| headers::get_str(Some(&table), name);
+        assert_eq!(get(headers::CE_ID).as_deref(), Some("evt-1"));
+        assert_eq!(get(headers::CE_TYPE).as_deref(), Some("t"));
+        assert!(get(headers::TRACEPARENT).is_some());
+        assert_eq!(get(headers::IDEMPOTENCY_KEY).as_deref(), Some("order-1"));
+        assert_eq!(get(headers::FROM_FLOW).as_deref(), Some("ns/a"));
+        assert_eq!(get(headers::FROM_ROUTE).as_deref(), Some("canonical"));
+        for internal in headers::RETRY_STATE {
+            assert_eq!(get(internal), None, "{internal} on a delivery");
         }
     }
 }

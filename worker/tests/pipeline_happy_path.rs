@@ -112,8 +112,17 @@ async fn every_event_reaches_each_matching_route_once() {
         Some("order-007")
     );
     assert_eq!(
-        sample.header("x-millrace-route").as_deref(),
+        sample.header("x-millrace-from-route").as_deref(),
         Some("canonical")
+    );
+    assert_eq!(
+        sample.header("x-millrace-from-flow").as_deref(),
+        Some("plant-berlin/production")
+    );
+    assert_eq!(
+        sample.header("x-millrace-route"),
+        None,
+        "retry state leaked"
     );
     let body = sample.json();
     assert_eq!(body["order"], "order-007");

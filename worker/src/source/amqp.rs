@@ -30,6 +30,7 @@ use crate::flow::FlowRuntime;
 use crate::headers;
 use crate::metrics::Metrics;
 use crate::process::{Disposition, RetryMode, handle};
+use crate::retry::Arrival;
 use crate::sink::DeliveryError;
 use crate::sink::amqp::{PendingConfirm, connect_to};
 
@@ -170,12 +171,12 @@ async fn session(
                     ConsumerKind::Pipeline => {
                         let rt = rt.clone();
                         tasks.spawn(async move {
-                            let d = handle(&rt, &delivery.data, &delivery.properties, &RetryMode::Tiers).await;
+                            let d = handle(&rt, &delivery.data, &delivery.properties, arrival(&delivery), &RetryMode::Tiers).await;
                             settle(&delivery, d).await;
                         });
                     }
                     ConsumerKind::Partition => {
-                        let d = handle(rt, &delivery.data, &delivery.properties, &in_place).await;
+                        let d = handle(rt, &delivery.data, &delivery.properties, arrival(&delivery), &in_place).await;
                         settle(&delivery, d).await;
                     }
                     ConsumerKind::Splitter => {
@@ -263,6 +264,14 @@ async fn split(rt: &FlowRuntime, delivery: &Delivery) -> Result<PendingConfirm, 
             delivery.properties.clone().with_headers(table),
         )
         .await
+}
+
+/// Where the broker says `delivery` came from.
+fn arrival(delivery: &Delivery) -> Arrival<'_> {
+    Arrival {
+        exchange: delivery.exchange.as_str(),
+        routing_key: delivery.routing_key.as_str(),
+    }
 }
 
 async fn settle(delivery: &Delivery, disposition: Disposition) {
