@@ -404,31 +404,39 @@ impl ConfirmPublisher {
             .acquire_owned()
             .await
             .map_err(|_| DeliveryError::transient("publisher is shutting down"))?;
-        let channel = self.inner.channel(exchange).await?;
         let limit = self.inner.confirm_timeout;
         let deadline = tokio::time::Instant::now() + limit;
-        let send = channel.basic_publish(
-            exchange_name,
-            key,
-            BasicPublishOptions {
-                mandatory: true,
-                immediate: false,
-            },
-            body,
-            properties.with_delivery_mode(2),
-        );
-        let confirm = match tokio::time::timeout_at(deadline, send).await {
-            Ok(Ok(confirm)) => confirm,
-            Ok(Err(e)) => {
-                return Err(DeliveryError::transient(format!(
-                    "publishing to {exchange:?}: {e}"
-                )));
-            }
-            Err(_) => {
-                let e = not_confirmed_in_time(limit, exchange);
-                tracing::warn!(connection = %self.inner.name, exchange, error = %e.detail(), "publish not written in time; reopening its channel");
-                self.inner.discard(exchange, &channel);
-                return Err(e);
+        // A channel the broker is closing (another publish to this exchange failed) refuses
+        // the message before it is sent; the second try goes out on a fresh channel, so the
+        // failure the message gets is its own (such as the 404 of a missing exchange).
+        let mut tries = 0;
+        let (channel, confirm) = loop {
+            tries += 1;
+            let channel = self.inner.channel(exchange).await?;
+            let send = channel.basic_publish(
+                exchange_name.clone(),
+                key.clone(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    immediate: false,
+                },
+                body,
+                properties.clone().with_delivery_mode(2),
+            );
+            match tokio::time::timeout_at(deadline, send).await {
+                Ok(Ok(confirm)) => break (channel, confirm),
+                Ok(Err(_)) if tries < 2 && !channel.status().connected() => continue,
+                Ok(Err(e)) => {
+                    return Err(DeliveryError::transient(format!(
+                        "publishing to {exchange:?}: {e}"
+                    )));
+                }
+                Err(_) => {
+                    let e = not_confirmed_in_time(limit, exchange);
+                    tracing::warn!(connection = %self.inner.name, exchange, error = %e.detail(), "publish not written in time; reopening its channel");
+                    self.inner.discard(exchange, &channel);
+                    return Err(e);
+                }
             }
         };
         Ok(PendingConfirm {
