@@ -122,7 +122,6 @@ async fn a_rolling_change_reaches_flows_one_slot_at_a_time() {
             .unwrap();
     }
     let mut queued_seen = false;
-    let mut most_rolling = 0;
     let start = Instant::now();
     loop {
         let mut rolling = 0;
@@ -140,7 +139,6 @@ async fn a_rolling_change_reaches_flows_one_slot_at_a_time() {
                 queued_seen = true;
             }
         }
-        most_rolling = most_rolling.max(rolling);
         assert!(
             rolling <= 1,
             "{rolling} Deployments roll at once with one slot"
@@ -154,8 +152,9 @@ async fn a_rolling_change_reaches_flows_one_slot_at_a_time() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The local nodes finish a rollout within a poll or two, so the count of rolling ones may
+    // never be caught above zero; the flows that waited prove the pacing.
     assert!(queued_seen, "no flow reported RolloutQueued");
-    assert_eq!(most_rolling, 1);
     for name in FLOWS {
         let f = flows.get(name).await.unwrap();
         assert_eq!(
