@@ -421,3 +421,54 @@ async fn a_change_the_broker_cannot_make_is_refused_and_the_old_topology_keeps_w
     assert_ne!(configs.get("orders-worker").await.unwrap().data, before);
     assert!(ready(&conn, &archive).await.is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topology_change_waits_for_an_unreachable_broker() {
+    let ns = TestNamespace::create("op-hold").await;
+    let broker = TestVhost::create("op-hold").await;
+    let client = ns.client();
+    let _op = start_operator(&client, ns.name());
+    let erp = erp();
+    setup(&client, ns.name(), &broker, &erp).await;
+    let flows: Api<IntegrationFlow> = Api::namespaced(client.clone(), ns.name());
+    let configs: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(client.clone(), ns.name());
+    let conn = Connection::connect(&broker.amqp_uri(), ConnectionProperties::default())
+        .await
+        .unwrap();
+    let p3 = format!("millrace.{}.orders.p3", ns.name());
+    eventually(90, "p3 to be declared", || ready(&conn, &p3)).await;
+    let before = configs.get("orders-worker").await.unwrap().data;
+
+    // The broker goes away, and the partitions change: the change is held, since it could be
+    // neither judged nor recorded.
+    apply(
+        &client,
+        ns.name(),
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "broker"},
+        "stringData": {"uri": "amqp://guest:guest@127.0.0.1:1/%2f"}}),
+    )
+    .await;
+    flows
+        .patch(
+            "orders",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"delivery": {"ordering": {"partitions": 2}}}})),
+        )
+        .await
+        .unwrap();
+    eventually(60, "TopologyReady BrokerUnavailable", || async {
+        let s = flows.get("orders").await.ok()?.status?;
+        let c = s.conditions.iter().find(|c| c.type_ == "TopologyReady")?;
+        (c.reason == "BrokerUnavailable").then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(configs.get("orders-worker").await.unwrap().data, before);
+
+    // The broker is back: p3 is retired, and the workers get the new config.
+    support::apply_broker(&client, ns.name(), &broker).await;
+    change(&flows, json!({"delivery": {"ordering": {"partitions": 2}}})).await;
+    assert_eq!(ready(&conn, &p3).await, None);
+    assert_ne!(configs.get("orders-worker").await.unwrap().data, before);
+}

@@ -97,7 +97,8 @@ pub async fn live_deployment(ctx: &Context, ns: &str, name: &str) -> Result<Opti
 pub struct TopologyStep {
     /// TopologyReady.
     pub verdict: Verdict,
-    /// `false` when the change is refused: the workers keep their config.
+    /// `false` when the change is refused, or cannot be carried out for now (the broker is
+    /// unreachable): the workers keep their config.
     pub apply_children: bool,
     /// The broker and the wanted plan, for draining retired queues after the workers got
     /// their config.
@@ -115,14 +116,19 @@ pub async fn topology(
     status: &mut IntegrationFlowStatus,
 ) -> Result<TopologyStep> {
     let ns = flow_config.namespace.as_str();
-    let refused = |verdict| TopologyStep {
+    let wanted = millrace_render::topology_plan(flow_config);
+    let live = migrate::live_plan(ctx, ns, &flow_config.name).await?;
+    // Without the broker a topology change can be neither judged nor recorded: the workers
+    // keep their config until it can. Anything else still reaches them.
+    let changes = live.as_ref().is_some_and(|l| *l != wanted);
+    let failed = |verdict| TopologyStep {
         verdict,
-        apply_children: true,
+        apply_children: !changes,
         declared: None,
     };
     let uri = match broker_uri(ctx, ns, flow_config, catalog).await {
         Ok(uri) => uri,
-        Err(v) => return Ok(refused(v)),
+        Err(v) => return Ok(failed(v)),
     };
     let unavailable = |e: Error| {
         Verdict::fail(
@@ -131,11 +137,9 @@ pub async fn topology(
             format!("declaring the topology on {:?}: {e}", flow_config.broker),
         )
     };
-    let wanted = millrace_render::topology_plan(flow_config);
-    let live = migrate::live_plan(ctx, ns, &flow_config.name).await?;
     let m = match migrate::judge(ctx, &uri, live.as_ref(), &wanted).await {
         Ok(m) => m,
-        Err(e) => return Ok(refused(unavailable(e))),
+        Err(e) => return Ok(failed(unavailable(e))),
     };
     if !m.blocked.is_empty() {
         return Ok(TopologyStep {
@@ -153,7 +157,7 @@ pub async fn topology(
         ctx.brokers.declare(&uri, &wanted).await
     };
     if let Err(e) = declared.await {
-        return Ok(refused(unavailable(e)));
+        return Ok(failed(unavailable(e)));
     }
     remember_queues(ctx, flow, flow_config, &uri).await;
     Ok(TopologyStep {
