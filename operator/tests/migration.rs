@@ -224,19 +224,54 @@ async fn change(flows: &Api<IntegrationFlow>, patch: Value) {
     .await;
 }
 
+/// A test's own namespace, vhost and operator, the ERP stub, and the flow `orders` applied.
+struct Scene {
+    ns: TestNamespace,
+    broker: TestVhost,
+    client: Client,
+    op: support::Operator,
+    erp: Erp,
+    flows: Api<IntegrationFlow>,
+    conn: Connection,
+}
+
+impl Scene {
+    async fn new(prefix: &str) -> Self {
+        let ns = TestNamespace::create(prefix).await;
+        let broker = TestVhost::create(prefix).await;
+        let client = ns.client();
+        let op = start_operator(&client, ns.name());
+        let erp = erp();
+        setup(&client, ns.name(), &broker, &erp).await;
+        let flows = Api::namespaced(client.clone(), ns.name());
+        let conn = Connection::connect(&broker.amqp_uri(), ConnectionProperties::default())
+            .await
+            .unwrap();
+        Self {
+            ns,
+            broker,
+            client,
+            op,
+            erp,
+            flows,
+            conn,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_loaded_flow_changes_topology_without_losing_or_stranding_a_message() {
-    let ns = TestNamespace::create("op-migrate").await;
-    let broker = TestVhost::create("op-migrate").await;
-    let client = ns.client();
-    let _op = start_operator(&client, ns.name());
-    let erp = erp();
-    setup(&client, ns.name(), &broker, &erp).await;
-    let flows: Api<IntegrationFlow> = Api::namespaced(client.clone(), ns.name());
+    // Every field is bound: the vhost and the operator live as long as the test.
+    let Scene {
+        ns,
+        broker: _broker,
+        client: _client,
+        op: _op,
+        erp,
+        flows,
+        conn,
+    } = Scene::new("op-migrate").await;
     let base = format!("millrace.{}.orders", ns.name());
-    let conn = Connection::connect(&broker.amqp_uri(), ConnectionProperties::default())
-        .await
-        .unwrap();
     let p3 = format!("{base}.p3");
     eventually(90, "p3 to be declared", || ready(&conn, &p3)).await;
 
@@ -357,20 +392,25 @@ async fn a_loaded_flow_changes_topology_without_losing_or_stranding_a_message() 
         text.contains("consuming"),
         "the worker log holds no consumer: {text}"
     );
-    for refusal in ["406", "PRECONDITION_FAILED"] {
-        assert!(!text.contains(refusal), "the worker met {refusal}:\n{text}");
-    }
+    // lapin names a 406 `PRECONDITION-FAILED: PRECONDITION_FAILED - ...` (a bare "406" would
+    // match timestamps).
+    assert!(
+        !text.contains("PRECONDITION"),
+        "the worker met a 406:\n{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_the_broker_cannot_make_is_refused_and_the_old_topology_keeps_working() {
-    let ns = TestNamespace::create("op-refuse").await;
-    let broker = TestVhost::create("op-refuse").await;
-    let client = ns.client();
-    let _op = start_operator(&client, ns.name());
-    let erp = erp();
-    setup(&client, ns.name(), &broker, &erp).await;
-    let flows: Api<IntegrationFlow> = Api::namespaced(client.clone(), ns.name());
+    let Scene {
+        ns,
+        broker: _broker,
+        client,
+        op: _op,
+        erp: _erp,
+        flows,
+        conn,
+    } = Scene::new("op-refuse").await;
     let configs: Api<k8s_openapi::api::core::v1::ConfigMap> =
         Api::namespaced(client.clone(), ns.name());
     let archive = format!("millrace.{}.orders.archive", ns.name());
@@ -405,9 +445,6 @@ async fn a_change_the_broker_cannot_make_is_refused_and_the_old_topology_keeps_w
     assert_eq!(configs.get("orders-worker").await.unwrap().data, before);
 
     // Once the stream is gone, the change goes through.
-    let conn = Connection::connect(&broker.amqp_uri(), ConnectionProperties::default())
-        .await
-        .unwrap();
     let ch = conn.create_channel().await.unwrap();
     ch.queue_delete(archive.as_str().into(), Default::default())
         .await
@@ -424,21 +461,25 @@ async fn a_change_the_broker_cannot_make_is_refused_and_the_old_topology_keeps_w
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_topology_change_waits_for_an_unreachable_broker() {
-    let ns = TestNamespace::create("op-hold").await;
-    let broker = TestVhost::create("op-hold").await;
-    let client = ns.client();
-    let _op = start_operator(&client, ns.name());
-    let erp = erp();
-    setup(&client, ns.name(), &broker, &erp).await;
-    let flows: Api<IntegrationFlow> = Api::namespaced(client.clone(), ns.name());
+    let Scene {
+        ns,
+        broker,
+        client,
+        flows,
+        conn,
+        op: _op,
+        erp: _erp,
+    } = Scene::new("op-hold").await;
     let configs: Api<k8s_openapi::api::core::v1::ConfigMap> =
         Api::namespaced(client.clone(), ns.name());
-    let conn = Connection::connect(&broker.amqp_uri(), ConnectionProperties::default())
-        .await
-        .unwrap();
     let p3 = format!("millrace.{}.orders.p3", ns.name());
     eventually(90, "p3 to be declared", || ready(&conn, &p3)).await;
-    let before = configs.get("orders-worker").await.unwrap().data;
+    // The topology is declared before the worker objects are applied.
+    let before = eventually(30, "the worker ConfigMap", || async {
+        configs.get_opt("orders-worker").await.ok().flatten()
+    })
+    .await
+    .data;
 
     // The broker goes away, and the partitions change: the change is held, since it could be
     // neither judged nor recorded.

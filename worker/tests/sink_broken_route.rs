@@ -8,11 +8,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use lapin::options::{
-    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
-};
-use lapin::types::FieldTable;
-use lapin::{Channel, ExchangeKind};
+use lapin::Channel;
+use lapin::options::ExchangeDeleteOptions;
 use millrace_crds::common::Backoff;
 use millrace_crds::worker_config::{DestinationConfig, RetryConfig, RouteConfig};
 use millrace_testkit::TestVhost;
@@ -23,39 +20,13 @@ const BROKEN: &str = "gamma";
 
 /// Declares exchange `sink.<route>` with a queue bound to everything; returns the queue name.
 async fn route_queue(ch: &Channel, route: &str) -> String {
-    let exchange = format!("sink.{route}");
-    ch.exchange_declare(
-        exchange.as_str().into(),
-        ExchangeKind::Topic,
-        ExchangeDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
+    bound_queue(
+        ch,
+        &format!("sink.{route}"),
+        "#",
+        &format!("test.sink.{route}"),
     )
     .await
-    .unwrap();
-    let queue = format!("test.sink.{route}");
-    ch.queue_declare(
-        queue.as_str().into(),
-        QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    ch.queue_bind(
-        queue.as_str().into(),
-        exchange.as_str().into(),
-        "#".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    queue
 }
 
 /// Waits until `queue` holds `n` messages or `timeout` passes; returns the last depth seen.

@@ -258,8 +258,14 @@ pub async fn confirm_channel(vhost: &TestVhost) -> Channel {
 
 /// Declares a queue bound to the sink exchange with `key` and returns its name.
 pub async fn sink_queue(ch: &Channel, key: &str) -> String {
+    bound_queue(ch, SINK_EXCHANGE, key, &format!("test.sink.{key}")).await
+}
+
+/// Declares the durable topic exchange `exchange` and the durable queue `queue` bound to it
+/// with `key`; returns the queue's name.
+pub async fn bound_queue(ch: &Channel, exchange: &str, key: &str, queue: &str) -> String {
     ch.exchange_declare(
-        SINK_EXCHANGE.into(),
+        exchange.into(),
         ExchangeKind::Topic,
         ExchangeDeclareOptions {
             durable: true,
@@ -269,9 +275,8 @@ pub async fn sink_queue(ch: &Channel, key: &str) -> String {
     )
     .await
     .unwrap();
-    let name = format!("test.sink.{key}");
     ch.queue_declare(
-        name.as_str().into(),
+        queue.into(),
         QueueDeclareOptions {
             durable: true,
             ..Default::default()
@@ -281,15 +286,15 @@ pub async fn sink_queue(ch: &Channel, key: &str) -> String {
     .await
     .unwrap();
     ch.queue_bind(
-        name.as_str().into(),
-        SINK_EXCHANGE.into(),
+        queue.into(),
+        exchange.into(),
         key.into(),
         QueueBindOptions::default(),
         FieldTable::default(),
     )
     .await
     .unwrap();
-    name
+    queue.to_string()
 }
 
 /// Properties of a well-formed source event with id `id`.
