@@ -155,12 +155,20 @@ async fn a_rolling_change_reaches_flows_one_slot_at_a_time() {
     // The local nodes finish a rollout within a poll or two, so the count of rolling ones may
     // never be caught above zero; the flows that waited prove the pacing.
     assert!(queued_seen, "no flow reported RolloutQueued");
+    // Every flow reports its workers available once its next pass has seen the rollout.
+    let start = Instant::now();
     for name in FLOWS {
-        let f = flows.get(name).await.unwrap();
-        assert_eq!(
-            workers_reason(&f).map(|(s, _)| s).as_deref(),
-            Some("True"),
-            "{name}"
-        );
+        loop {
+            let f = flows.get(name).await.unwrap();
+            if workers_reason(&f).is_some_and(|(s, _)| s == "True") {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "{name}: workers not available after the rollout: {:?}",
+                workers_reason(&f)
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
 }
