@@ -347,17 +347,6 @@ fn validate_json(dir: &Path) -> Output {
     millrace(&["validate", "-o", "json", dir])
 }
 
-const ORDERS_CONTRACT: &str = r#"apiVersion: millrace.dev/v1alpha1
-kind: EventContract
-metadata: {name: orders}
-spec:
-  type: com.acme.order.v1
-  versions:
-    - version: 1
-      schema: {type: object, required: [id], properties: {id: {type: string}}}
-      examples: [{id: A-1}]
-"#;
-
 /// The broker connection, lending Secret `lent` to ingress flows (none when empty).
 fn lending_bus(lent: &str) -> String {
     let annotations = if lent.is_empty() {
@@ -389,7 +378,7 @@ spec:
 }
 
 fn write_set(dir: &Path, lent: &str, secret: &str) {
-    std::fs::write(dir.join("contract.yaml"), ORDERS_CONTRACT).unwrap();
+    std::fs::write(dir.join("contract.yaml"), CONTRACT).unwrap();
     std::fs::write(dir.join("bus.yaml"), lending_bus(lent)).unwrap();
     std::fs::write(dir.join("flow.yaml"), ingress_flow(secret)).unwrap();
 }

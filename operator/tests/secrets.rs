@@ -170,6 +170,11 @@ impl Management {
         response
     }
 
+    /// Sends with the admin's credentials, whatever the answer (`None` when nothing answered).
+    async fn try_send(&self, request: reqwest::RequestBuilder) -> Option<reqwest::Response> {
+        request.basic_auth("guest", Some("guest")).send().await.ok()
+    }
+
     /// Creates user `name` with every permission on `vhost`.
     async fn create_user(&self, name: &str, password: &str, vhost: &str) {
         let url = format!("{}/api/users/{name}", self.base);
@@ -193,23 +198,13 @@ impl Management {
     /// Deletes user `name` and closes every connection it still has.
     async fn delete_user(&self, name: &str) {
         let url = format!("{}/api/users/{name}", self.base);
-        let _ = self
-            .http
-            .delete(url)
-            .basic_auth("guest", Some("guest"))
-            .send()
-            .await;
+        self.try_send(self.http.delete(url)).await;
         for c in self.connections().await {
             if c["user"] == name
                 && let Some(id) = c["name"].as_str()
             {
                 let url = format!("{}/api/connections/{}", self.base, urlencode(id));
-                let _ = self
-                    .http
-                    .delete(url)
-                    .basic_auth("guest", Some("guest"))
-                    .send()
-                    .await;
+                self.try_send(self.http.delete(url)).await;
             }
         }
     }
@@ -239,12 +234,9 @@ impl Management {
 
     async fn queue_exists(&self, vhost: &str, queue: &str) -> bool {
         let url = format!("{}/api/queues/{vhost}/{}", self.base, urlencode(queue));
-        self.http
-            .get(url)
-            .basic_auth("guest", Some("guest"))
-            .send()
+        self.try_send(self.http.get(url))
             .await
-            .is_ok_and(|r| r.status().is_success())
+            .is_some_and(|r| r.status().is_success())
     }
 }
 

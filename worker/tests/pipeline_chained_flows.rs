@@ -8,7 +8,6 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel};
 use millrace_crds::worker_config::{
@@ -102,25 +101,7 @@ async fn publish_forged(ch: &Channel, order: &str, route: &str) {
         .with_delivery_mode(2)
         .with_headers(h);
     let body = serde_json::to_vec(&json!({"order": order, "plant": "1000", "qty": 1})).unwrap();
-    let confirm = ch
-        .basic_publish(
-            CHAIN_EXCHANGE.into(),
-            "forged.completed".into(),
-            BasicPublishOptions {
-                mandatory: true,
-                immediate: false,
-            },
-            &body,
-            props,
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    assert!(
-        matches!(confirm, lapin::Confirmation::Ack(None)),
-        "forged publish not routed: {confirm:?}"
-    );
+    publish_to(ch, CHAIN_EXCHANGE, "forged.completed", &body, props).await;
 }
 
 /// Deliveries per order, and any delivery that carries retry state or the wrong provenance.

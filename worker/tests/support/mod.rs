@@ -322,9 +322,20 @@ pub fn event_properties(id: &str) -> BasicProperties {
 
 /// Publishes to the source exchange and waits for the confirm.
 pub async fn publish(ch: &Channel, routing_key: &str, body: &[u8], props: BasicProperties) {
+    publish_to(ch, SOURCE_EXCHANGE, routing_key, body, props).await;
+}
+
+/// Publishes to `exchange` (mandatory) and asserts that the broker took and routed it.
+pub async fn publish_to(
+    ch: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    props: BasicProperties,
+) {
     let confirm = ch
         .basic_publish(
-            SOURCE_EXCHANGE.into(),
+            exchange.into(),
             routing_key.into(),
             BasicPublishOptions {
                 mandatory: true,
@@ -339,7 +350,7 @@ pub async fn publish(ch: &Channel, routing_key: &str, body: &[u8], props: BasicP
         .unwrap();
     assert!(
         matches!(confirm, lapin::Confirmation::Ack(None)),
-        "source publish not routed: {confirm:?}"
+        "publish to {exchange:?} not routed: {confirm:?}"
     );
 }
 
