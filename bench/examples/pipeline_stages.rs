@@ -14,8 +14,8 @@ mod pipeline;
 
 use std::time::Instant;
 
+use millrace_worker::headers;
 use millrace_worker::pipeline::CompiledFlow;
-use millrace_worker::pipeline::envelope::Envelope;
 use millrace_worker::pipeline::transform::{JqProgram, JqVariables};
 use millrace_worker::pipeline::validate::ContractValidator;
 use serde_json::Value;
@@ -32,7 +32,7 @@ fn stage<T>(name: &str, mut run: impl FnMut(usize) -> T) {
 }
 
 fn main() {
-    let config = pipeline::worker_config(&pipeline::Outputs::new("pipeline"), 200);
+    let config = pipeline::worker_config("pipeline", &pipeline::Outputs::new("pipeline"), 200);
     let flow =
         CompiledFlow::compile(0, &config.flows[0], 1 << 20).expect("the bench flow compiles");
     let messages: Vec<_> = (0..EVENTS as u64)
@@ -68,7 +68,7 @@ fn main() {
         flow.parse(&messages[i].0, &messages[i].1)
     });
     stage("envelope from AMQP headers", |i| {
-        Envelope::from_amqp(&messages[i].1)
+        headers::envelope_of(&messages[i].1)
     });
     stage("validate input contract", |i| {
         input_contract.validate(&inputs[i])
@@ -90,6 +90,6 @@ fn main() {
     });
     stage("serialize output", |i| serde_json::to_vec(&outputs[i]));
     stage("whole pipeline (CompiledFlow::process)", |i| {
-        flow.process(&messages[i].0, &messages[i].1)
+        flow.process(headers::message(&messages[i].0, &messages[i].1))
     });
 }

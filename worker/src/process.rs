@@ -90,7 +90,7 @@ async fn handle_inner(
         &rt.flow.names.exchange(),
         arrival,
     );
-    let processed = match rt.flow.process(body, properties) {
+    let processed = match rt.flow.process(headers::message(body, properties)) {
         Ok(p) => p,
         Err(rejection) => {
             if matches!(
@@ -221,7 +221,7 @@ async fn deliver_route(
             DeliveryError::Permanent { reason, detail } => {
                 (AttemptFailure::Permanent(reason), detail)
             }
-            DeliveryError::Transient { detail } => (AttemptFailure::Transient, detail),
+            DeliveryError::Transient { detail, .. } => (AttemptFailure::Transient, detail),
         };
         let place = match mode {
             RetryMode::Tiers => RetryPlace::Tiers(&rt.flow.config.delivery.retry_tiers_ms),
@@ -344,7 +344,7 @@ async fn send(
 /// passed on, so a flow that consumes these deliveries sees a fresh event.
 fn delivery_headers(envelope: &Envelope, flow: &str, route: &str, key: &str) -> FieldTable {
     let mut table = FieldTable::default();
-    envelope.write_headers(&mut table);
+    headers::write_envelope(envelope, &mut table);
     headers::set_str(&mut table, headers::FROM_FLOW, flow);
     headers::set_str(&mut table, headers::FROM_ROUTE, route);
     headers::set_str(&mut table, headers::IDEMPOTENCY_KEY, key);

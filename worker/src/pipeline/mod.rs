@@ -13,17 +13,28 @@ pub mod validate;
 
 use std::collections::BTreeMap;
 
-use lapin::BasicProperties;
+use millrace_crds::FieldError;
 use millrace_crds::naming::FlowNames;
 use millrace_crds::worker_config::{FlowConfig, RouteConfig, SourceConfig};
 use millrace_topology::TopologyPlan;
 use serde_json::Value;
 
-use crate::config::ConfigError;
 use envelope::Envelope;
 pub use reason::{DeadLetterReason, Rejection};
 use transform::{JqProgram, JqVariables, truthy};
 use validate::ContractValidator;
+
+/// One received message as the pipeline sees it, whatever carried it: the body, its declared
+/// content type and its envelope (see [`crate::headers::message`] for AMQP).
+#[derive(Clone, Debug)]
+pub struct Message<'a> {
+    /// The raw body.
+    pub body: &'a [u8],
+    /// The declared content type, if any.
+    pub content_type: Option<&'a str>,
+    /// The envelope read from the message; its id may still be empty.
+    pub envelope: Envelope,
+}
 
 /// One route, compiled.
 pub struct CompiledRoute {
@@ -94,7 +105,7 @@ impl CompiledFlow {
         index: usize,
         config: &FlowConfig,
         max_message_bytes: usize,
-    ) -> Result<Self, ConfigError> {
+    ) -> Result<Self, FieldError> {
         let field = |f: &str| format!("flows[{index}].{f}");
         let contract = ContractValidator::compile(
             &config.contract.name,
@@ -102,7 +113,7 @@ impl CompiledFlow {
             &config.contract.schema,
         )
         .map_err(|e| {
-            ConfigError::new(
+            FieldError::new(
                 field("contract.schema"),
                 format!("is not a valid JSON Schema: {e}"),
             )
@@ -119,7 +130,7 @@ impl CompiledFlow {
         }
         for (name, value) in &transform_config.args {
             if pairs.contains_key(name) {
-                return Err(ConfigError::new(
+                return Err(FieldError::new(
                     field(&format!("transform.args.{name}")),
                     "has the same name as a lookup; rename one of them",
                 ));
@@ -133,7 +144,7 @@ impl CompiledFlow {
                 .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
-                return Err(ConfigError::new(
+                return Err(FieldError::new(
                     field("transform"),
                     format!("variable name {name:?} is not a jq identifier (letters, digits, _)"),
                 ));
@@ -142,7 +153,7 @@ impl CompiledFlow {
         let vars = JqVariables::new(pairs);
         let jq = |code: &str, f: String| {
             JqProgram::compile(code, &vars)
-                .map_err(|e| ConfigError::new(f, format!("jq program {e}")))
+                .map_err(|e| FieldError::new(f, format!("jq program {e}")))
         };
 
         let transform = match &transform_config.jq {
@@ -152,7 +163,7 @@ impl CompiledFlow {
         let output_contract = match &transform_config.output_contract {
             Some(c) => Some(
                 ContractValidator::compile(&c.name, c.version, &c.schema).map_err(|e| {
-                    ConfigError::new(
+                    FieldError::new(
                         field("transform.outputContract.schema"),
                         format!("is not a valid JSON Schema: {e}"),
                     )
@@ -167,7 +178,7 @@ impl CompiledFlow {
                 None => None,
             };
             if route.retry.max_attempts == 0 {
-                return Err(ConfigError::new(
+                return Err(FieldError::new(
                     field(&format!("routes[{j}].retry.maxAttempts")),
                     "must be at least 1",
                 ));
@@ -184,7 +195,7 @@ impl CompiledFlow {
         let ordering = match &config.delivery.ordering {
             Some(o) => {
                 if o.partitions == 0 {
-                    return Err(ConfigError::new(
+                    return Err(FieldError::new(
                         field("delivery.ordering.partitions"),
                         "must be at least 1",
                     ));
@@ -194,12 +205,12 @@ impl CompiledFlow {
             None => None,
         };
         if config.prefetch == 0 {
-            return Err(ConfigError::new(field("prefetch"), "must be at least 1"));
+            return Err(FieldError::new(field("prefetch"), "must be at least 1"));
         }
         if let SourceConfig::Http { path, .. } = &config.source
             && !path.starts_with('/')
         {
-            return Err(ConfigError::new(
+            return Err(FieldError::new(
                 field("source.http.path"),
                 "must start with /",
             ));
@@ -240,7 +251,7 @@ impl CompiledFlow {
 
     /// Checks the raw message before it is parsed: size, content type, encoding. Returns the
     /// parsed JSON.
-    pub fn parse(&self, body: &[u8], properties: &BasicProperties) -> Result<Value, Rejection> {
+    pub fn parse(&self, body: &[u8], content_type: Option<&str>) -> Result<Value, Rejection> {
         if body.len() > self.max_message_bytes {
             return Err(Rejection::new(
                 DeadLetterReason::PayloadTooLarge,
@@ -251,7 +262,6 @@ impl CompiledFlow {
                 ),
             ));
         }
-        let content_type = properties.content_type().as_ref().map(|c| c.as_str());
         if !is_json_content_type(content_type) {
             return Err(Rejection::new(
                 DeadLetterReason::UnsupportedContentType,
@@ -265,13 +275,13 @@ impl CompiledFlow {
     }
 
     /// Runs the whole pipeline on one message.
-    pub fn process(
-        &self,
-        body: &[u8],
-        properties: &BasicProperties,
-    ) -> Result<Processed, Rejection> {
-        let event = self.parse(body, properties)?;
-        let mut envelope = Envelope::from_amqp(properties);
+    pub fn process(&self, message: Message<'_>) -> Result<Processed, Rejection> {
+        let Message {
+            body,
+            content_type,
+            mut envelope,
+        } = message;
+        let event = self.parse(body, content_type)?;
         if let Some(t) = &envelope.event_type
             && t != &self.config.contract.event_type
         {
@@ -354,11 +364,11 @@ impl CompiledFlow {
 
     /// The partition key of an ordered flow for a raw body. Bodies that do not parse, or whose
     /// key fails, hash by content: they are dead-lettered by the partition consumer anyway.
-    pub fn partition_key(&self, body: &[u8], properties: &BasicProperties) -> String {
+    pub fn partition_key(&self, body: &[u8], content_type: Option<&str>) -> String {
         let Some(program) = &self.ordering else {
             return String::new();
         };
-        self.parse(body, properties)
+        self.parse(body, content_type)
             .ok()
             .and_then(|event| self.key_of(program, &event, "ordering key").ok())
             .unwrap_or_else(|| envelope::content_id(body))
@@ -434,6 +444,7 @@ mod tests {
 
     use super::*;
     use crate::headers;
+    use lapin::BasicProperties;
     use lapin::types::{FieldTable, ShortString};
     use millrace_crds::worker_config::*;
     use serde_json::json;
@@ -519,7 +530,10 @@ mod tests {
     #[test]
     fn happy_event_is_transformed_and_routed() {
         let p = compiled()
-            .process(br#"{"id": "A", "qty": 6, "site": "b"}"#, &props())
+            .process(headers::message(
+                br#"{"id": "A", "qty": 6, "site": "b"}"#,
+                &props(),
+            ))
             .unwrap();
         assert_eq!(p.idempotency_key, "A");
         assert_eq!(p.envelope.id, "A");
@@ -527,7 +541,10 @@ mod tests {
         assert_eq!(p.output, json!({"order": "A", "qty": 12, "plant": "1000"}));
         assert_eq!(p.routes, vec![0, 1]);
         let p = compiled()
-            .process(br#"{"id": "B", "qty": 1, "site": "b"}"#, &props())
+            .process(headers::message(
+                br#"{"id": "B", "qty": 1, "site": "b"}"#,
+                &props(),
+            ))
             .unwrap();
         assert_eq!(p.routes, vec![1]);
     }
@@ -535,8 +552,11 @@ mod tests {
     #[test]
     fn poison_is_classified() {
         let f = compiled();
-        let reason =
-            |body: &[u8], props: BasicProperties| f.process(body, &props).unwrap_err().reason;
+        let reason = |body: &[u8], props: BasicProperties| {
+            f.process(headers::message(body, &props))
+                .unwrap_err()
+                .reason
+        };
         use DeadLetterReason::*;
         assert_eq!(reason(b"{nope", props()), InvalidJson);
         assert_eq!(reason(b"\xff\xfe{}", props()), InvalidUtf8);
@@ -573,7 +593,7 @@ mod tests {
         f.transform.as_mut().unwrap().jq = Some("{plant: (.id | tonumber | tostring)}".into());
         let f = CompiledFlow::compile(0, &f, 1024).unwrap();
         let e = f
-            .process(br#"{"id": "A", "qty": 1}"#, &props())
+            .process(headers::message(br#"{"id": "A", "qty": 1}"#, &props()))
             .unwrap_err();
         assert_eq!(e.reason, DeadLetterReason::JqError);
     }

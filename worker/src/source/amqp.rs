@@ -253,7 +253,12 @@ async fn settle_split(
 }
 
 async fn split(rt: &FlowRuntime, delivery: &Delivery) -> Result<PendingConfirm, DeliveryError> {
-    let key = rt.flow.partition_key(&delivery.data, &delivery.properties);
+    let content_type = delivery
+        .properties
+        .content_type()
+        .as_ref()
+        .map(|c| c.as_str());
+    let key = rt.flow.partition_key(&delivery.data, content_type);
     let mut table = delivery.properties.headers().clone().unwrap_or_default();
     headers::set_str(&mut table, PARTITION_KEY_HEADER, &key);
     rt.publisher
