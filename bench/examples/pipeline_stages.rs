@@ -14,7 +14,7 @@ mod pipeline;
 
 use std::time::Instant;
 
-use millrace_worker::headers;
+use millrace_worker::amqp;
 use millrace_worker::pipeline::CompiledFlow;
 use millrace_worker::pipeline::transform::{JqProgram, JqVariables};
 use millrace_worker::pipeline::validate::ContractValidator;
@@ -68,7 +68,7 @@ fn main() {
         flow.parse(&messages[i].0, &messages[i].1)
     });
     stage("envelope from AMQP headers", |i| {
-        headers::envelope_of(&messages[i].1)
+        amqp::envelope_of(&messages[i].1)
     });
     stage("validate input contract", |i| {
         input_contract.validate(&inputs[i])
@@ -90,6 +90,6 @@ fn main() {
     });
     stage("serialize output", |i| serde_json::to_vec(&outputs[i]));
     stage("whole pipeline (CompiledFlow::process)", |i| {
-        flow.process(headers::message(&messages[i].0, &messages[i].1))
+        flow.process(amqp::message(&messages[i].0, &messages[i].1))
     });
 }

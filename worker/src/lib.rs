@@ -8,6 +8,7 @@
 //! Embedding (and tests) use [`start`]; the binary wraps [`run`] with config loading, reloads
 //! and signals.
 
+pub mod amqp;
 pub mod config;
 pub mod dedupe;
 pub mod flow;

@@ -13,6 +13,7 @@ use lapin::types::FieldTable;
 use millrace_topology::{ROUTING_KEY_DEAD_LETTER, retry_routing_key};
 use tokio_util::sync::CancellationToken;
 
+use crate::amqp;
 use crate::dedupe::Claim;
 use crate::flow::{FlowRuntime, RouteSink};
 use crate::headers;
@@ -90,7 +91,7 @@ async fn handle_inner(
         &rt.flow.names.exchange(),
         arrival,
     );
-    let processed = match rt.flow.process(headers::message(body, properties)) {
+    let processed = match rt.flow.process(amqp::message(body, properties)) {
         Ok(p) => p,
         Err(rejection) => {
             if matches!(
@@ -344,7 +345,7 @@ async fn send(
 /// passed on, so a flow that consumes these deliveries sees a fresh event.
 fn delivery_headers(envelope: &Envelope, flow: &str, route: &str, key: &str) -> FieldTable {
     let mut table = FieldTable::default();
-    headers::write_envelope(envelope, &mut table);
+    amqp::write_envelope(envelope, &mut table);
     headers::set_str(&mut table, headers::FROM_FLOW, flow);
     headers::set_str(&mut table, headers::FROM_ROUTE, route);
     headers::set_str(&mut table, headers::IDEMPOTENCY_KEY, key);

@@ -25,7 +25,7 @@ use transform::{JqProgram, JqVariables, truthy};
 use validate::ContractValidator;
 
 /// One received message as the pipeline sees it, whatever carried it: the body, its declared
-/// content type and its envelope (see [`crate::headers::message`] for AMQP).
+/// content type and its envelope (see [`crate::amqp::message`] for AMQP).
 #[derive(Clone, Debug)]
 pub struct Message<'a> {
     /// The raw body.
@@ -443,6 +443,7 @@ mod tests {
     }
 
     use super::*;
+    use crate::amqp;
     use crate::headers;
     use lapin::BasicProperties;
     use lapin::types::{FieldTable, ShortString};
@@ -530,7 +531,7 @@ mod tests {
     #[test]
     fn happy_event_is_transformed_and_routed() {
         let p = compiled()
-            .process(headers::message(
+            .process(amqp::message(
                 br#"{"id": "A", "qty": 6, "site": "b"}"#,
                 &props(),
             ))
@@ -541,7 +542,7 @@ mod tests {
         assert_eq!(p.output, json!({"order": "A", "qty": 12, "plant": "1000"}));
         assert_eq!(p.routes, vec![0, 1]);
         let p = compiled()
-            .process(headers::message(
+            .process(amqp::message(
                 br#"{"id": "B", "qty": 1, "site": "b"}"#,
                 &props(),
             ))
@@ -553,9 +554,7 @@ mod tests {
     fn poison_is_classified() {
         let f = compiled();
         let reason = |body: &[u8], props: BasicProperties| {
-            f.process(headers::message(body, &props))
-                .unwrap_err()
-                .reason
+            f.process(amqp::message(body, &props)).unwrap_err().reason
         };
         use DeadLetterReason::*;
         assert_eq!(reason(b"{nope", props()), InvalidJson);
@@ -593,7 +592,7 @@ mod tests {
         f.transform.as_mut().unwrap().jq = Some("{plant: (.id | tonumber | tostring)}".into());
         let f = CompiledFlow::compile(0, &f, 1024).unwrap();
         let e = f
-            .process(headers::message(br#"{"id": "A", "qty": 1}"#, &props()))
+            .process(amqp::message(br#"{"id": "A", "qty": 1}"#, &props()))
             .unwrap_err();
         assert_eq!(e.reason, DeadLetterReason::JqError);
     }
