@@ -62,6 +62,8 @@ pub struct Metrics {
     pub events_retried: Family<RouteLabels, Counter>,
     /// Repeats dropped by the dedupe window.
     pub events_deduplicated: Family<RouteLabels, Counter>,
+    /// Keys the dedupe window forgot before their time because its memory budget was full.
+    pub dedupe_evictions: Family<RouteLabels, Counter>,
     /// Messages written to the DLQ.
     pub events_dead_lettered: Family<ReasonLabels, Counter>,
     /// Contract and output-contract failures.
@@ -113,6 +115,12 @@ impl Metrics {
             "events_deduplicated",
             "Deliveries skipped because the idempotency key was delivered recently",
             events_deduplicated.clone(),
+        );
+        let dedupe_evictions = Family::default();
+        registry.register(
+            "dedupe_evictions",
+            "Idempotency keys the dedupe window forgot before their time because its memory budget was full",
+            dedupe_evictions.clone(),
         );
         let events_dead_lettered = Family::default();
         registry.register(
@@ -172,6 +180,7 @@ impl Metrics {
             events_delivered,
             events_retried,
             events_deduplicated,
+            dedupe_evictions,
             events_dead_lettered,
             validation_failures,
             processing_duration,
@@ -226,9 +235,16 @@ mod tests {
         m.inflight_events
             .get_or_create(&Metrics::flow("ns/f"))
             .set(2);
+        m.dedupe_evictions
+            .get_or_create(&Metrics::route("ns/f", "erp"))
+            .inc();
         let text = m.encode();
         assert!(
             text.contains("millrace_events_received_total{flow=\"ns/f\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("millrace_dedupe_evictions_total{flow=\"ns/f\",route=\"erp\"} 1"),
             "{text}"
         );
         assert!(text.contains("millrace_processing_duration_seconds_bucket"));

@@ -5,12 +5,17 @@
 //! body in `X-Millrace-Signature: sha256=<hex>`, or `Authorization: Bearer <token>`), JSON
 //! (400). The CloudEvents HTTP binding's `ce-*` headers and W3C trace context are carried over
 //! as AMQP headers.
+//!
+//! The size is checked before the body is buffered: a `Content-Length` over the limit is
+//! answered at once, without reading the body (nor sending `100 Continue`), and a body without
+//! one is read only until it passes the limit.
 
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 use hmac::{Hmac, Mac};
 use lapin::BasicProperties;
 use lapin::types::FieldTable;
@@ -64,13 +69,9 @@ pub async fn ingest(
             .map(str::trim)
             .filter(|v| !v.is_empty())
     };
-    if let Some(len) = header("content-length").and_then(|l| l.parse::<usize>().ok())
-        && len > target.max_bytes
-    {
-        return reject(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body is larger than the limit",
-        );
+    let content_length = header("content-length").and_then(|l| l.parse::<u64>().ok());
+    if content_length.is_some_and(|len| len > target.max_bytes as u64) {
+        return too_large(&target);
     }
     let content_type = header("content-type");
     if content_type.is_none() || !is_json_content_type(content_type) {
@@ -79,11 +80,16 @@ pub async fn ingest(
             "content type must be application/json",
         );
     }
-    let Ok(bytes) = axum::body::to_bytes(body, target.max_bytes).await else {
-        return reject(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body is larger than the limit",
-        );
+    let bytes = match read_body(body, target.max_bytes, content_length).await {
+        Ok(bytes) => bytes,
+        Err(BodyError::TooLarge) => return too_large(&target),
+        Err(BodyError::Unreadable(e)) => {
+            tracing::debug!(flow = %target.label, error = %e, "ingress could not read a body");
+            return reject(
+                StatusCode::BAD_REQUEST,
+                "the request body could not be read",
+            );
+        }
     };
     if !authenticated(&target, &request_headers, &bytes) {
         return reject(StatusCode::UNAUTHORIZED, "authentication failed");
@@ -131,6 +137,47 @@ pub async fn ingest(
             )
         }
     }
+}
+
+/// The 413 answer: names the limit and the two ways past it.
+fn too_large(target: &IngressTarget) -> Response {
+    reject(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!(
+            "the body is larger than {} bytes, the largest event flow {} accepts; send smaller \
+             events, or raise the worker's --max-message-bytes",
+            target.max_bytes, target.label
+        ),
+    )
+}
+
+/// Why a body was not read.
+enum BodyError {
+    /// It passed the limit; reading stopped there.
+    TooLarge,
+    /// The connection failed or the framing was broken.
+    Unreadable(axum::Error),
+}
+
+/// Reads `body` while it stays within `max_bytes`, and stops at the first frame past it, so an
+/// oversized body is never held in memory. (`axum::body::to_bytes` stops there too, but reports
+/// a broken connection and an oversized body alike.)
+async fn read_body(
+    body: Body,
+    max_bytes: usize,
+    content_length: Option<u64>,
+) -> Result<Vec<u8>, BodyError> {
+    let expected = content_length.map_or(0, |len| len.min(max_bytes as u64) as usize);
+    let mut bytes = Vec::with_capacity(expected);
+    let mut frames = body.into_data_stream();
+    while let Some(frame) = frames.next().await {
+        let frame = frame.map_err(BodyError::Unreadable)?;
+        if frame.len() > max_bytes - bytes.len() {
+            return Err(BodyError::TooLarge);
+        }
+        bytes.extend_from_slice(&frame);
+    }
+    Ok(bytes)
 }
 
 fn authenticated(target: &IngressTarget, request_headers: &HeaderMap, body: &[u8]) -> bool {
