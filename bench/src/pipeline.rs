@@ -1,5 +1,7 @@
-//! The worker side of the bench: one flow with the full pipeline (contract validation, jq transform
-//! with a lookup table, output contract, two routes with predicates, confirmed AMQP publishes).
+//! The bench flow: the full pipeline (contract validation, jq transform with a lookup table, output
+//! contract, two routes with predicates, confirmed AMQP publishes). The worker runs it; the baseline
+//! relay consumes from the topology of a twin of it (same plan, other names), so that both sides read
+//! from the same kinds of exchanges and queues.
 
 use std::collections::BTreeMap;
 
@@ -14,10 +16,8 @@ use millrace_crds::worker_config::{
 
 use crate::event;
 
-/// Namespace of the bench flow.
+/// Namespace of the bench flows.
 pub const FLOW_NAMESPACE: &str = "bench";
-/// Name of the bench flow.
-pub const FLOW_NAME: &str = "pipeline";
 /// Environment variable that carries the broker URI to the worker.
 pub const BROKER_URI_ENV: &str = "MILLRACE_BENCH_BUS_URI";
 /// Routing key of the confirmations the routes publish.
@@ -47,16 +47,18 @@ impl Outputs {
     }
 }
 
-/// The source exchange the flow's main queue is bound to.
-pub const SOURCE_EXCHANGE: &str = "bench.mes.events";
-
-/// Names of the flow's own queues.
-pub fn flow_names() -> FlowNames {
-    FlowNames::new(FLOW_NAMESPACE, FLOW_NAME)
+/// Source exchange of the flow of `side` (a topic exchange, like a partner's).
+pub fn source_exchange(side: &str) -> String {
+    format!("bench.{side}.mes.events")
 }
 
-/// The worker config of the bench flow.
-pub fn worker_config(outputs: &Outputs, prefetch: u16) -> WorkerConfig {
+/// Names of the queues of the flow of `side`.
+pub fn flow_names(side: &str) -> FlowNames {
+    FlowNames::new(FLOW_NAMESPACE, side)
+}
+
+/// The worker config of the bench flow of `side`, publishing to `outputs`.
+pub fn worker_config(side: &str, outputs: &Outputs, prefetch: u16) -> WorkerConfig {
     let retry = RetryConfig {
         max_attempts: 5,
         backoff: Backoff::Exponential,
@@ -93,12 +95,12 @@ pub fn worker_config(outputs: &Outputs, prefetch: u16) -> WorkerConfig {
         )]),
         flows: vec![FlowConfig {
             namespace: FLOW_NAMESPACE.to_string(),
-            name: FLOW_NAME.to_string(),
+            name: side.to_string(),
             version: "1.0.0".to_string(),
             broker: "bus".to_string(),
             source: SourceConfig::Amqp {
                 connection: "bus".to_string(),
-                exchange: SOURCE_EXCHANGE.to_string(),
+                exchange: source_exchange(side),
                 routing_keys: vec!["production.completed.#".to_string()],
             },
             contract: ContractConfig {
@@ -128,7 +130,10 @@ pub fn worker_config(outputs: &Outputs, prefetch: u16) -> WorkerConfig {
                 ordering: None,
                 retry_tiers_ms: vec![1_000, 10_000, 60_000],
             },
-            archive_retention_ms: 3_600_000,
+            // No archive: it is a copy the broker makes at publish time, which neither client
+            // touches; keeping it would add the same broker work to both sides and only blur the
+            // comparison (docs/benchmarks.md, "Method").
+            archive_retention_ms: 0,
             sla_max_latency_ms: Some(30_000),
             prefetch,
         }],
@@ -141,7 +146,7 @@ mod tests {
 
     #[test]
     fn the_bench_config_passes_the_workers_checks() {
-        let config = worker_config(&Outputs::new("pipeline"), 200);
+        let config = worker_config("pipeline", &Outputs::new("pipeline"), 200);
         let text = serde_json::to_string(&config).unwrap();
         WorkerConfig::from_json(&text).unwrap();
     }
