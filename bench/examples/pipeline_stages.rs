@@ -65,7 +65,10 @@ fn main() {
 
     println!("pipeline stages, mean per 1 KiB event over {EVENTS} events:");
     stage("parse (size, type, UTF-8, JSON)", |i| {
-        flow.parse(&messages[i].0, &messages[i].1)
+        flow.parse(
+            &messages[i].0,
+            messages[i].1.content_type().as_ref().map(|c| c.as_str()),
+        )
     });
     stage("envelope from AMQP headers", |i| {
         amqp::envelope_of(&messages[i].1)

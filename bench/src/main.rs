@@ -108,7 +108,13 @@ impl SideFigures {
     }
 
     fn median_cpu_us(&self) -> f64 {
-        median(&self.rounds.iter().map(|r| r.cpu_us_per_msg).collect::<Vec<_>>())
+        median(
+            &self
+                .rounds
+                .iter()
+                .map(|r| r.cpu_us_per_msg)
+                .collect::<Vec<_>>(),
+        )
     }
 
     fn rounds_text(&self) -> String {
@@ -259,7 +265,9 @@ impl Bench {
             ));
             let (latency, peak, idle) = self.latency(side, rate).await?;
             self.progress.note(&describe_latency(&latency));
-            let csv = self.work_dir.join(format!("latency-{}-depths.csv", side.label()));
+            let csv = self
+                .work_dir
+                .join(format!("latency-{}-depths.csv", side.label()));
             std::fs::write(&csv, &latency.depths_csv)
                 .with_context(|| format!("writing {}", csv.display()))?;
             self.progress.note(&format!(

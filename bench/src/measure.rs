@@ -354,11 +354,7 @@ pub async fn paced_latency(
             slope(&points)
         })
         .collect();
-    let input_max_depth = after_warm_up
-        .iter()
-        .map(|d| d.depths[0])
-        .max()
-        .unwrap_or(0);
+    let input_max_depth = after_warm_up.iter().map(|d| d.depths[0]).max().unwrap_or(0);
 
     let mut reasons = Vec::new();
     if achieved_per_s < run.rate * (1.0 - RATE_TOLERANCE) {
@@ -456,10 +452,7 @@ pub fn slope(points: &[(f64, f64)]) -> f64 {
     if sxx == 0.0 {
         return 0.0;
     }
-    let sxy: f64 = points
-        .iter()
-        .map(|p| (p.0 - mean_x) * (p.1 - mean_y))
-        .sum();
+    let sxy: f64 = points.iter().map(|p| (p.0 - mean_x) * (p.1 - mean_y)).sum();
     sxy / sxx
 }
 
