@@ -166,6 +166,61 @@ pub async fn declare(channel: &Channel, plan: &TopologyPlan) -> Result<(), Topol
     Ok(())
 }
 
+/// Declares `plan` like [`declare`], on channels from `open`, tolerating queues of an earlier
+/// release: when the broker finds a queue inequivalent only in one of
+/// [`millrace_topology::TOLERATED_ARGUMENTS`] (the delivery limit and at-least-once
+/// dead-lettering, which RabbitMQ cannot add to an existing queue), that queue is declared
+/// without them on a fresh channel (a refused declare closes its channel). Any other
+/// inequivalence fails as in [`declare`]. Returns the queues declared without their tolerated
+/// arguments; their redeliveries are bounded by the worker alone until they are recreated.
+/// `map` turns a topology error into the caller's error type.
+pub async fn declare_tolerant<Fut, E>(
+    mut open: impl FnMut() -> Fut,
+    map: impl Fn(TopologyError) -> E,
+    plan: &TopologyPlan,
+) -> Result<Vec<String>, E>
+where
+    Fut: std::future::Future<Output = Result<Channel, E>>,
+{
+    let mut plan = plan.clone();
+    let mut reduced = Vec::new();
+    loop {
+        let channel = open().await?;
+        let result = declare(&channel, &plan).await;
+        if result.is_ok() {
+            let _ = channel.close(200, "declared".into()).await;
+        }
+        match result {
+            Ok(()) => return Ok(reduced),
+            Err(e) => match tolerated_inequivalence(&e) {
+                Some(queue) if !reduced.contains(&queue) => {
+                    if let Some(q) = plan.queues.iter_mut().find(|q| q.name == queue) {
+                        for key in millrace_topology::TOLERATED_ARGUMENTS {
+                            q.arguments.remove(key);
+                        }
+                    }
+                    tracing::warn!(queue = %queue, "the queue predates the broker-side delivery limit and at-least-once dead-lettering; declared without them (the worker still bounds redeliveries); delete and recreate it to get them");
+                    reduced.push(queue);
+                }
+                _ => return Err(map(e)),
+            },
+        }
+    }
+}
+
+/// The queue of a declare refused only because an existing queue lacks (or has other values
+/// of) one of the tolerated arguments.
+fn tolerated_inequivalence(e: &TopologyError) -> Option<String> {
+    let TopologyError::Queue { name, source } = e else {
+        return None;
+    };
+    let text = source.to_string();
+    millrace_topology::TOLERATED_ARGUMENTS
+        .iter()
+        .any(|arg| text.contains(&format!("inequivalent arg '{arg}'")))
+        .then(|| name.clone())
+}
+
 /// What [`delete`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DeleteReport {

@@ -1,9 +1,11 @@
 //! Stable, derived names of a flow's RabbitMQ objects and Kubernetes children.
 //!
-//! Names are `millrace.<namespace>.<flow>[.retry.<delay>ms|.dlq|.archive|.p<i>]`, so an SRE can
+//! Names are `millrace.<namespace>.<flow>[.delay.<delay>ms|.dlq|.archive|.p<i>]`, so an SRE can
 //! tell from a queue name which flow owns it, and the same spec always gives the same names. A
 //! retry queue is named by its delay: the broker cannot change a queue's `x-message-ttl`, so a
-//! changed delay is a new queue (a new generation), and the old one empties on its own.
+//! changed delay is a new queue (a new generation), and the old one empties on its own. (Retry
+//! queues were classic queues named `.retry.<delay>ms` until they became quorum queues; a queue
+//! cannot change its type either, so the quorum generation has a name of its own.)
 
 /// Names of every RabbitMQ object that belongs to one flow.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -33,7 +35,7 @@ impl FlowNames {
 
     /// The retry queue of delay `delay_ms`. Messages wait there for the delay, then return.
     pub fn retry_queue(&self, delay_ms: u64) -> String {
-        format!("{}.retry.{delay_ms}ms", self.base)
+        format!("{}.delay.{delay_ms}ms", self.base)
     }
 
     /// The dead-letter queue.
@@ -75,7 +77,7 @@ mod tests {
         );
         assert_eq!(
             n.retry_queue(2_000),
-            "millrace.plant-berlin.production-to-inventory.retry.2000ms"
+            "millrace.plant-berlin.production-to-inventory.delay.2000ms"
         );
         assert_eq!(
             n.dead_letter_queue(),

@@ -116,12 +116,13 @@ impl Brokers {
 
     /// Declares every exchange, queue and binding of `plan` (idempotent).
     pub async fn declare(&self, uri: &str, plan: &TopologyPlan) -> Result<()> {
-        let ch = self.channel(uri).await?;
-        let result = millrace_broker::declare(&ch, plan)
-            .await
-            .map_err(|e| broker_error("declare", e));
-        let _ = ch.close(200, "done".into()).await;
-        result
+        millrace_broker::declare_tolerant(
+            || self.channel(uri),
+            |e| broker_error("declare", e),
+            plan,
+        )
+        .await
+        .map(drop)
     }
 
     /// Deletes every queue and exchange a flow can own: its derived names, plus `extra` (the

@@ -341,9 +341,9 @@ async fn a_loaded_flow_changes_topology_without_losing_or_stranding_a_message() 
         json!({"delivery": {"retry": {"maxAttempts": 100, "initialDelay": "1500ms", "maxDelay": "2s"}}}),
     )
     .await;
-    assert_eq!(ready(&conn, &format!("{base}.retry.1000ms")).await, None);
+    assert_eq!(ready(&conn, &format!("{base}.delay.1000ms")).await, None);
     assert!(
-        ready(&conn, &format!("{base}.retry.1500ms"))
+        ready(&conn, &format!("{base}.delay.1500ms"))
             .await
             .is_some()
     );
@@ -375,8 +375,8 @@ async fn a_loaded_flow_changes_topology_without_losing_or_stranding_a_message() 
     queues.extend([
         base.clone(),
         format!("{base}.dlq"),
-        format!("{base}.retry.1500ms"),
-        format!("{base}.retry.2000ms"),
+        format!("{base}.delay.1500ms"),
+        format!("{base}.delay.2000ms"),
     ]);
     for q in &queues {
         eventually(30, &format!("{q} to be empty"), || async {

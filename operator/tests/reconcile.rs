@@ -268,7 +268,7 @@ async fn flow_is_rendered_declared_and_ready_only_once_a_worker_consumes() {
         base.clone(),
         format!("{base}.dlq"),
         format!("{base}.archive"),
-        format!("{base}.retry.1000ms"),
+        format!("{base}.delay.1000ms"),
     ] {
         ch.queue_declare(
             q.as_str().into(),

@@ -9,12 +9,12 @@
 //! | object | kind | purpose |
 //! |---|---|---|
 //! | `<base>` (exchange) | direct | ingress, retry returns, redrives, dead-letters |
-//! | `<base>` (queue) | quorum | main queue; bound to the source exchange and to `<base>` with `ingest` and `retry` |
-//! | `<base>.retry.<d>ms` | classic, `x-message-ttl` | the retry delay `d` (key `retry.<d>ms`); expired messages dead-letter to `<base>` with key `retry` |
+//! | `<base>` (queue) | quorum, `x-delivery-limit` | main queue; bound to the source exchange and to `<base>` with `ingest` and `retry` |
+//! | `<base>.delay.<d>ms` | quorum, `x-message-ttl` | the retry delay `d` (key `retry.<d>ms`); expired messages dead-letter (at least once) to `<base>` with key `retry` |
 //! | `<base>.dlq` | quorum | dead-letters (key `dlq`) |
 //! | `<base>.archive` | stream, `x-max-age` | replay archive, bound with the source keys and `ingest` |
 //! | `<base>.partition` (exchange) | `x-consistent-hash` | ordered flows: splits by the `x-millrace-partition-key` header |
-//! | `<base>.p<i>` | quorum, single active consumer | ordered flows: partition `i` |
+//! | `<base>.p<i>` | quorum, single active consumer, `x-delivery-limit` | ordered flows: partition `i` |
 
 mod migrate;
 mod plan;
@@ -22,7 +22,7 @@ mod plan;
 pub use migrate::{ArgumentChange, Drain, Migration, Retirement, migration};
 
 pub use plan::{
-    ArgumentValue, BindingSpec, ExchangeSpec, ExchangeType, PARTITION_KEY_HEADER, QueueRole,
-    QueueSpec, ROUTING_KEY_DEAD_LETTER, ROUTING_KEY_INGEST, ROUTING_KEY_RETRY, TopologyPlan, plan,
-    retry_routing_key,
+    ArgumentValue, BindingSpec, ExchangeSpec, ExchangeType, PARTITION_KEY_HEADER,
+    QUEUE_DELIVERY_LIMIT, QueueRole, QueueSpec, ROUTING_KEY_DEAD_LETTER, ROUTING_KEY_INGEST,
+    ROUTING_KEY_RETRY, TOLERATED_ARGUMENTS, TopologyPlan, plan, retry_routing_key,
 };

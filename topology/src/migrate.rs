@@ -16,7 +16,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::plan::{ArgumentValue, BindingSpec, QueueRole, TopologyPlan};
+use crate::plan::{ArgumentValue, BindingSpec, QueueRole, TOLERATED_ARGUMENTS, TopologyPlan};
 
 /// What happens to the messages of a retired queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -165,6 +165,9 @@ pub fn migration(live: &TopologyPlan, wanted: &TopologyPlan) -> Migration {
                 let keys: BTreeSet<&String> =
                     old.arguments.keys().chain(new.arguments.keys()).collect();
                 for key in keys {
+                    if TOLERATED_ARGUMENTS.contains(&key.as_str()) {
+                        continue;
+                    }
                     let (from, to) = (old.arguments.get(key), new.arguments.get(key));
                     if from != to {
                         m.blocked.push(ArgumentChange {
@@ -262,12 +265,26 @@ mod tests {
         assert_eq!(
             m.retire,
             [Retirement {
-                queue: "millrace.plant.orders.retry.2000ms".into(),
+                queue: "millrace.plant.orders.delay.2000ms".into(),
                 drain: Drain::WaitUntilEmpty
             }]
         );
         assert_eq!(m.unbind.len(), 1);
         assert_eq!(m.unbind[0].routing_key, "retry.2000ms");
+    }
+
+    #[test]
+    fn queues_of_an_earlier_release_without_the_delivery_guard_are_not_blocked() {
+        let wanted = crate::plan(&flow(Some(2), vec![1_000], &["order.#"], 0));
+        let mut live = wanted.clone();
+        for q in &mut live.queues {
+            for key in TOLERATED_ARGUMENTS {
+                q.arguments.remove(key);
+            }
+        }
+        let m = migration(&live, &wanted);
+        assert!(m.blocked.is_empty(), "{:?}", m.blocked);
+        assert!(m.retire.is_empty() && m.unbind.is_empty());
     }
 
     #[test]

@@ -137,6 +137,33 @@ fn str_arg(s: &str) -> ArgumentValue {
     ArgumentValue::Str(s.to_string())
 }
 
+/// How many times the broker delivers a message of a main or partition queue before it
+/// dead-letters the message itself. The worker dead-letters a message redelivered
+/// `--max-redeliveries` times (default 10) first, with the reason `delivery_limit_exceeded`;
+/// this limit is the broker's backstop for a message that crashes the worker before it can.
+pub const QUEUE_DELIVERY_LIMIT: i64 = 50;
+
+/// Arguments that RabbitMQ checks on redeclare but that a queue may lack when it was declared
+/// by an earlier release. A queue that lacks them keeps working (the worker enforces the
+/// delivery limit itself), so a difference in these alone never blocks a migration, and
+/// `millrace-broker` declares such a queue without them when the broker reports it
+/// inequivalent.
+pub const TOLERATED_ARGUMENTS: [&str; 3] =
+    ["x-delivery-limit", "x-dead-letter-strategy", "x-overflow"];
+
+/// The arguments that bound redeliveries of a consumed queue and make its dead-lettering
+/// at-least-once (which RabbitMQ allows only with `reject-publish` overflow).
+fn delivery_guard() -> [(String, ArgumentValue); 3] {
+    [
+        (
+            "x-delivery-limit".into(),
+            ArgumentValue::Int(QUEUE_DELIVERY_LIMIT),
+        ),
+        ("x-dead-letter-strategy".into(), str_arg("at-least-once")),
+        ("x-overflow".into(), str_arg("reject-publish")),
+    ]
+}
+
 /// `x-max-age` for a retention in milliseconds: whole seconds, rounded up, at least one.
 fn max_age(retention_ms: u64) -> String {
     format!("{}s", retention_ms.div_ceil(1000).max(1))
@@ -192,6 +219,7 @@ pub fn plan(flow: &FlowConfig) -> TopologyPlan {
             str_arg(ROUTING_KEY_DEAD_LETTER),
         ),
     ]);
+    main_args.extend(delivery_guard());
     if ordered.is_some() {
         // One splitter at a time keeps the per-key order of the main queue.
         main_args.insert("x-single-active-consumer".into(), ArgumentValue::Bool(true));
@@ -212,14 +240,18 @@ pub fn plan(flow: &FlowConfig) -> TopologyPlan {
         queues.push(QueueSpec {
             name: name.clone(),
             role: QueueRole::RetryTier(tier),
+            // A quorum queue, replicated like the main queue, that dead-letters expired
+            // messages at least once: a retry waiting here is as safe as it was there.
             arguments: args([
-                ("x-queue-type", str_arg("classic")),
+                ("x-queue-type", str_arg("quorum")),
                 (
                     "x-message-ttl",
                     ArgumentValue::Int(i64::try_from(*ttl).unwrap_or(i64::MAX)),
                 ),
                 ("x-dead-letter-exchange", str_arg(&flow_exchange)),
                 ("x-dead-letter-routing-key", str_arg(ROUTING_KEY_RETRY)),
+                ("x-dead-letter-strategy", str_arg("at-least-once")),
+                ("x-overflow", str_arg("reject-publish")),
             ]),
         });
         bindings.push(bind(&name, &flow_exchange, &retry_routing_key(*ttl)));
@@ -273,6 +305,9 @@ pub fn plan(flow: &FlowConfig) -> TopologyPlan {
                     ),
                 ]),
             });
+            if let Some(q) = queues.last_mut() {
+                q.arguments.extend(delivery_guard());
+            }
             // For x-consistent-hash the binding key is the partition's weight.
             bindings.push(bind(&name, &partition_exchange, "1"));
         }
@@ -331,8 +366,8 @@ pub(crate) mod tests {
             names,
             [
                 "millrace.plant-berlin.production",
-                "millrace.plant-berlin.production.retry.1000ms",
-                "millrace.plant-berlin.production.retry.10000ms",
+                "millrace.plant-berlin.production.delay.1000ms",
+                "millrace.plant-berlin.production.delay.10000ms",
                 "millrace.plant-berlin.production.dlq",
                 "millrace.plant-berlin.production.archive",
             ]

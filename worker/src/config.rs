@@ -48,24 +48,78 @@ impl SecretResolver {
                 ),
             ));
         };
-        let api: kube::Api<Secret> = kube::Api::namespaced(client.clone(), namespace);
-        let secret = api.get_opt(&source.secret_name).await.map_err(|e| {
-            ConfigError::new(
-                format!("secret {}", source.env),
-                format!("reading Secret {namespace}/{}: {e}", source.secret_name),
-            )
-        })?;
-        let key = millrace_crds::SecretKeyRef {
-            name: source.secret_name.clone(),
-            key: source.secret_key.clone(),
-        };
-        millrace_crds::secret::secret_text(secret.as_ref(), &key).map_err(|e| {
-            ConfigError::new(
-                format!("secret {}", source.env),
-                format!("in namespace {namespace}: {e}"),
-            )
-        })
+        read_secret(client, namespace, source).await
     }
+
+    /// Reads one secret again, for a destination that refused the value read before. Values
+    /// given directly come first, as in [`resolve`](Self::resolve); then, when a Kubernetes
+    /// client is configured, the Secret as it is now (an environment variable keeps the value
+    /// the process started with, so it cannot show a rotation); then the environment.
+    pub async fn reread(&self, source: &SecretSource) -> Result<String, ConfigError> {
+        if let Some(v) = self.values.get(&source.env) {
+            return Ok(v.clone());
+        }
+        if let Some((client, namespace)) = &self.kube {
+            match read_secret(client, namespace, source).await {
+                Ok(v) => return Ok(v),
+                // Without the right to read the Secret, the environment still answers.
+                Err(e) if std::env::var_os(&source.env).is_none() => return Err(e),
+                Err(_) => {}
+            }
+        }
+        self.resolve(source).await
+    }
+}
+
+/// A handle that re-reads one secret through the resolver that first read it (see
+/// [`SecretResolver::reread`]). Cloning it is cheap; it never prints the value.
+#[derive(Clone)]
+pub struct SecretReread {
+    resolver: SecretResolver,
+    source: SecretSource,
+}
+
+impl SecretReread {
+    /// A handle that reads `source` through `resolver`.
+    pub fn new(resolver: SecretResolver, source: SecretSource) -> Self {
+        Self { resolver, source }
+    }
+
+    /// The secret's current value.
+    pub async fn value(&self) -> Result<String, ConfigError> {
+        self.resolver.reread(&self.source).await
+    }
+
+    /// The reference re-read (for messages: the env var and the Secret, never the value).
+    pub fn source(&self) -> &SecretSource {
+        &self.source
+    }
+}
+
+/// Reads one secret through the API. The error names the env var and the Secret, never the
+/// value.
+async fn read_secret(
+    client: &kube::Client,
+    namespace: &str,
+    source: &SecretSource,
+) -> Result<String, ConfigError> {
+    let api: kube::Api<Secret> = kube::Api::namespaced(client.clone(), namespace);
+    let secret = api.get_opt(&source.secret_name).await.map_err(|e| {
+        ConfigError::new(
+            format!("secret {}", source.env),
+            format!("reading Secret {namespace}/{}: {e}", source.secret_name),
+        )
+    })?;
+    let key = millrace_crds::SecretKeyRef {
+        name: source.secret_name.clone(),
+        key: source.secret_key.clone(),
+    };
+    millrace_crds::secret::secret_text(secret.as_ref(), &key).map_err(|e| {
+        ConfigError::new(
+            format!("secret {}", source.env),
+            format!("in namespace {namespace}: {e}"),
+        )
+    })
 }
 
 /// A config ready to run: compiled flows and every referenced secret value.
@@ -76,6 +130,8 @@ pub struct CompiledConfig {
     pub flows: Vec<Arc<CompiledFlow>>,
     /// Secret values by env var name. Held in memory only; never logged.
     pub secrets: BTreeMap<String, String>,
+    /// The resolver the secrets came from, kept so a destination can re-read its credential.
+    resolver: SecretResolver,
 }
 
 impl CompiledConfig {
@@ -142,6 +198,7 @@ impl CompiledConfig {
             raw,
             flows,
             secrets,
+            resolver: resolver.clone(),
         };
         config.check_tls()?;
         Ok(config)
@@ -181,6 +238,11 @@ impl CompiledConfig {
     /// The value of a secret resolved at build time.
     pub fn secret(&self, source: &SecretSource) -> Option<&str> {
         self.secrets.get(&source.env).map(String::as_str)
+    }
+
+    /// A handle that reads `source` again through the resolver this config was built with.
+    pub fn secret_reread(&self, source: &SecretSource) -> SecretReread {
+        SecretReread::new(self.resolver.clone(), source.clone())
     }
 }
 

@@ -13,9 +13,10 @@ use millrace_broker::tls::{AmqpConnector, HttpTls};
 use crate::config::{CompiledConfig, ConfigError, tls_error};
 use crate::dedupe::DedupeWindow;
 use crate::metrics::Metrics;
+use crate::partial::PartialDeliveries;
 use crate::pipeline::CompiledFlow;
 use crate::sink::amqp::{ConfirmPublisher, PublisherSettings};
-use crate::sink::http::HttpSink;
+use crate::sink::http::{HostLimits, HttpSink};
 
 /// Where one route delivers.
 pub enum RouteSink {
@@ -55,6 +56,10 @@ pub struct FlowRuntime {
     pub dedupe: Vec<Option<DedupeWindow>>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Routes already delivered for messages that had to be requeued.
+    pub partial: PartialDeliveries,
+    /// See [`Limits::max_redeliveries`].
+    pub max_redeliveries: u32,
 }
 
 /// The live pieces of one config: a runtime per flow and the publishers they share.
@@ -65,14 +70,29 @@ pub struct Runtimes {
     pub publishers: Vec<Arc<ConfirmPublisher>>,
 }
 
-/// Builds the runtimes of a compiled config. Nothing connects yet.
+/// The worker-wide bounds every flow runs within.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Settings of every broker publisher.
+    pub publisher: PublisherSettings,
+    /// Most HTTP requests in flight per destination host.
+    pub http_max_in_flight_per_host: usize,
+    /// Deliveries of one message (as counted by its queue) before it is dead-lettered
+    /// without running the pipeline.
+    pub max_redeliveries: u32,
+}
+
+/// Builds the runtimes of a compiled config within `limits`. Nothing connects yet.
 pub fn build(
     config: &CompiledConfig,
     metrics: &Arc<Metrics>,
-    publisher_settings: PublisherSettings,
+    limits: Limits,
 ) -> Result<Runtimes, ConfigError> {
+    let publisher_settings = limits.publisher;
+    let http_max_in_flight_per_host = limits.http_max_in_flight_per_host;
     let mut publishers: HashMap<String, Arc<ConfirmPublisher>> = HashMap::new();
     let mut http_sinks: HashMap<String, Arc<HttpSink>> = HashMap::new();
+    let http_hosts = HostLimits::new(http_max_in_flight_per_host);
     let raw = &config.raw;
     let broker_of = |name: &str, field: String| -> Result<AmqpConnector, ConfigError> {
         let conn = raw
@@ -142,7 +162,15 @@ pub fn build(
                             .map_err(|e| {
                                 tls_error(&route.connection, "http", conn.ca.as_ref(), e)
                             })?;
-                            let s = Arc::new(HttpSink::new(&route.connection, conn, secret, &tls)?);
+                            let reread = conn.secret.as_ref().map(|s| config.secret_reread(s));
+                            let s = Arc::new(HttpSink::new(
+                                &route.connection,
+                                conn,
+                                secret,
+                                &tls,
+                                reread,
+                                &http_hosts,
+                            )?);
                             http_sinks.insert(route.connection.clone(), s.clone());
                             s
                         }
@@ -175,6 +203,8 @@ pub fn build(
             sinks,
             dedupe,
             metrics: metrics.clone(),
+            partial: PartialDeliveries::default(),
+            max_redeliveries: limits.max_redeliveries,
         }));
     }
     Ok(Runtimes {

@@ -53,6 +53,9 @@ pub const FROM_FLOW: &str = "x-millrace-from-flow";
 /// On a delivery to a destination: the route that delivered it.
 pub const FROM_ROUTE: &str = "x-millrace-from-route";
 
+/// Set by quorum queues on a redelivered message: how many times it was given back before.
+pub const DELIVERY_COUNT: &str = "x-delivery-count";
+
 /// A flow's internal retry state. Written on retries and dead-letters; never on deliveries.
 pub const RETRY_STATE: [&str; 7] = [
     FLOW,

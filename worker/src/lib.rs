@@ -14,6 +14,7 @@ pub mod dedupe;
 pub mod flow;
 pub mod headers;
 pub mod metrics;
+pub mod partial;
 pub mod pipeline;
 pub mod process;
 pub mod retry;

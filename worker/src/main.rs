@@ -53,6 +53,15 @@ struct Args {
     /// transient failure, and its channel is reopened.
     #[arg(long, env = "MILLRACE_CONFIRM_TIMEOUT_SECONDS", default_value_t = millrace_worker::sink::amqp::DEFAULT_CONFIRM_TIMEOUT.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
     confirm_timeout_seconds: u64,
+    /// Most HTTP requests in flight to one destination host (scheme, host and port), across all
+    /// HTTP routes; further deliveries to that host wait for a free slot.
+    #[arg(long, env = "MILLRACE_HTTP_MAX_IN_FLIGHT_PER_HOST", default_value_t = millrace_worker::sink::http::DEFAULT_MAX_IN_FLIGHT_PER_HOST, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    http_max_in_flight_per_host: usize,
+    /// Deliveries of one message (as its quorum queue counts them in `x-delivery-count`)
+    /// before it is dead-lettered with `delivery_limit_exceeded`, without running it: a message
+    /// that crashes or stalls the worker cannot loop forever.
+    #[arg(long, env = "MILLRACE_MAX_REDELIVERIES", default_value_t = millrace_worker::runtime::DEFAULT_MAX_REDELIVERIES, value_parser = clap::value_parser!(u32).range(1..))]
+    max_redeliveries: u32,
     /// Log format: compact (local) or json (clusters).
     #[arg(long, env = "MILLRACE_LOG_FORMAT", default_value = "compact", value_parser = ["compact", "json"])]
     log_format: String,
@@ -91,6 +100,8 @@ async fn main() -> Result<()> {
         max_message_bytes: args.max_message_bytes,
         drain_timeout: Duration::from_secs(args.drain_timeout_seconds),
         confirm_timeout: Duration::from_secs(args.confirm_timeout_seconds),
+        http_max_in_flight_per_host: args.http_max_in_flight_per_host,
+        max_redeliveries: args.max_redeliveries,
         ..WorkerOptions::default()
     };
 

@@ -80,6 +80,11 @@ pub struct Metrics {
     pub broker_connection_failures: Family<FlowLabels, Counter>,
     /// Config reloads.
     pub config_reloads: Family<ReloadLabels, Counter>,
+    /// Waits before trying again to settle a route whose retry park or dead-letter could not
+    /// be written (the broker refused or was gone).
+    pub settle_retries: Family<FlowLabels, Counter>,
+    /// Messages requeued because a route could not be settled even after those waits.
+    pub events_requeued: Family<FlowLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -174,8 +179,22 @@ impl Metrics {
             "Config reloads, applied or rejected",
             config_reloads.clone(),
         );
+        let settle_retries = Family::default();
+        registry.register(
+            "settle_retries",
+            "Waits before trying again to park a retry or write a dead-letter that failed",
+            settle_retries.clone(),
+        );
+        let events_requeued = Family::default();
+        registry.register(
+            "events_requeued",
+            "Messages given back to the broker because a route could not be settled",
+            events_requeued.clone(),
+        );
         Self {
             registry,
+            settle_retries,
+            events_requeued,
             events_received,
             events_delivered,
             events_retried,

@@ -91,6 +91,27 @@ async fn handle_inner(
         &rt.flow.names.exchange(),
         arrival,
     );
+    let redeliveries =
+        headers::get_u32(properties.headers().as_ref(), headers::DELIVERY_COUNT).unwrap_or(0);
+    if redeliveries >= rt.max_redeliveries {
+        let detail = format!(
+            "the broker delivered this message {} times and it was never settled; the limit is {} (--max-redeliveries): something about it crashes or stalls the worker",
+            redeliveries + 1,
+            rt.max_redeliveries
+        );
+        tracing::warn!(flow = %rt.label, redeliveries, "redelivery limit reached; dead-lettering without running the pipeline");
+        return dead_letter_settled(
+            rt,
+            mode,
+            body,
+            properties,
+            state.attempts.max(1),
+            state.first_failure.as_deref(),
+            DeadLetterReason::DeliveryLimitExceeded,
+            &detail,
+        )
+        .await;
+    }
     let processed = match rt.flow.process(amqp::message(body, properties)) {
         Ok(p) => p,
         Err(rejection) => {
@@ -108,21 +129,17 @@ async fn handle_inner(
                     .inc();
             }
             tracing::info!(flow = %rt.label, reason = %rejection.reason, error = %rejection.detail, "event rejected");
-            return match dead_letter(
+            return dead_letter_settled(
                 rt,
+                mode,
                 body,
                 properties,
-                None,
                 state.attempts.max(1),
                 state.first_failure.as_deref(),
                 rejection.reason,
                 &rejection.detail,
             )
-            .await
-            {
-                Ok(()) => (Disposition::Ack, "dead_lettered"),
-                Err(NotSettled) => (Disposition::Requeue, "requeued"),
-            };
+            .await;
         }
     };
     if processed.body.is_none() {
@@ -136,22 +153,123 @@ async fn handle_inner(
                 return (Disposition::Ack, "filtered");
             }
         },
-        None => processed.routes.clone(),
+        None => {
+            // A message requeued after some of its routes were delivered runs only the rest.
+            let done = rt.partial.take(&processed.idempotency_key);
+            processed
+                .routes
+                .iter()
+                .copied()
+                .filter(|i| !done.contains(i))
+                .collect()
+        }
     };
-    let results = futures::future::join_all(targets.iter().map(|&i| {
-        let prior = if state.route.is_some() {
-            state.attempts
-        } else {
-            0
-        };
-        deliver_route(rt, &processed, i, prior, &state, body, properties, mode)
-    }))
-    .await;
-    if results.iter().all(Result::is_ok) {
-        (Disposition::Ack, "acked")
+    let prior = if state.route.is_some() {
+        state.attempts
     } else {
-        (Disposition::Requeue, "requeued")
+        0
+    };
+    let mut pending = targets;
+    let mut settled = Vec::new();
+    let mut backoff = SETTLE_BACKOFF_FIRST;
+    for round in 1.. {
+        let results = futures::future::join_all(
+            pending
+                .iter()
+                .map(|&i| deliver_route(rt, &processed, i, prior, &state, body, properties, mode)),
+        )
+        .await;
+        let mut unsettled = Vec::new();
+        for (&i, result) in pending.iter().zip(results) {
+            match result {
+                Ok(()) => settled.push(i),
+                Err(NotSettled) => unsettled.push(i),
+            }
+        }
+        if unsettled.is_empty() {
+            return (Disposition::Ack, "acked");
+        }
+        if round >= SETTLE_ROUNDS || !wait_to_settle(rt, mode, &mut backoff).await {
+            break;
+        }
+        pending = unsettled;
     }
+    // Requeued: the broker brings the message back, and only its unsettled routes run then.
+    rt.partial.remember(&processed.idempotency_key, settled);
+    rt.metrics
+        .events_requeued
+        .get_or_create(&Metrics::flow(&rt.label))
+        .inc();
+    (Disposition::Requeue, "requeued")
+}
+
+/// Rounds of attempts to settle a message's routes before it is requeued.
+const SETTLE_ROUNDS: u32 = 5;
+/// The first wait between those rounds; each further wait doubles, up to
+/// [`SETTLE_BACKOFF_MAX`].
+const SETTLE_BACKOFF_FIRST: Duration = Duration::from_millis(200);
+/// The longest wait between rounds.
+const SETTLE_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Waits `backoff` (then doubles it) before another attempt to settle, counting the wait.
+/// `false` when the consumer is stopping: the message is requeued at once.
+async fn wait_to_settle(rt: &FlowRuntime, mode: &RetryMode, backoff: &mut Duration) -> bool {
+    rt.metrics
+        .settle_retries
+        .get_or_create(&Metrics::flow(&rt.label))
+        .inc();
+    let wait = *backoff;
+    *backoff = (*backoff * 2).min(SETTLE_BACKOFF_MAX);
+    match mode {
+        RetryMode::InPlace(cancel) => tokio::select! {
+            _ = cancel.cancelled() => false,
+            _ = tokio::time::sleep(wait) => true,
+        },
+        RetryMode::Tiers => {
+            tokio::time::sleep(wait).await;
+            true
+        }
+    }
+}
+
+/// Dead-letters a message that no route was attempted for, trying again with a bounded
+/// backoff when the dead-letter cannot be written; requeues it only when that never works.
+#[allow(clippy::too_many_arguments)]
+async fn dead_letter_settled(
+    rt: &FlowRuntime,
+    mode: &RetryMode,
+    body: &[u8],
+    properties: &BasicProperties,
+    attempts: u32,
+    first_failure: Option<&str>,
+    reason: DeadLetterReason,
+    detail: &str,
+) -> (Disposition, &'static str) {
+    let mut backoff = SETTLE_BACKOFF_FIRST;
+    for round in 1.. {
+        let written = dead_letter(
+            rt,
+            body,
+            properties,
+            None,
+            attempts,
+            first_failure,
+            reason,
+            detail,
+        )
+        .await;
+        if written.is_ok() {
+            return (Disposition::Ack, "dead_lettered");
+        }
+        if round >= SETTLE_ROUNDS || !wait_to_settle(rt, mode, &mut backoff).await {
+            break;
+        }
+    }
+    rt.metrics
+        .events_requeued
+        .get_or_create(&Metrics::flow(&rt.label))
+        .inc();
+    (Disposition::Requeue, "requeued")
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -184,6 +184,9 @@ pub fn failure_headers(
     parking: Parking<'_>,
 ) -> FieldTable {
     let mut table = original.cloned().unwrap_or_default();
+    // The count belongs to the queue that delivered the message; where it goes next counts
+    // afresh.
+    headers::remove(&mut table, headers::DELIVERY_COUNT);
     headers::set_str(&mut table, headers::FLOW, flow);
     match route {
         Some(r) => headers::set_str(&mut table, headers::ROUTE, r),

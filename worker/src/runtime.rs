@@ -52,9 +52,27 @@ pub struct WorkerOptions {
     pub confirm_timeout: Duration,
     /// Where secrets come from.
     pub secrets: SecretResolver,
+    /// Most HTTP requests in flight to one destination host (scheme, host and port), across
+    /// the connections and routes of the config.
+    pub http_max_in_flight_per_host: usize,
+    /// Deliveries of one message (as its queue counts them) before the worker dead-letters it
+    /// with `delivery_limit_exceeded` without running it.
+    pub max_redeliveries: u32,
 }
 
+/// Default of [`WorkerOptions::max_redeliveries`].
+pub const DEFAULT_MAX_REDELIVERIES: u32 = 10;
+
 impl WorkerOptions {
+    /// The bounds every flow runs within.
+    pub fn limits(&self) -> flow::Limits {
+        flow::Limits {
+            publisher: self.publisher_settings(),
+            http_max_in_flight_per_host: self.http_max_in_flight_per_host,
+            max_redeliveries: self.max_redeliveries,
+        }
+    }
+
     /// The settings of every broker publisher.
     pub fn publisher_settings(&self) -> PublisherSettings {
         PublisherSettings {
@@ -75,6 +93,8 @@ impl Default for WorkerOptions {
             publisher_window: DEFAULT_WINDOW,
             confirm_timeout: DEFAULT_CONFIRM_TIMEOUT,
             secrets: SecretResolver::default(),
+            http_max_in_flight_per_host: crate::sink::http::DEFAULT_MAX_IN_FLIGHT_PER_HOST,
+            max_redeliveries: DEFAULT_MAX_REDELIVERIES,
         }
     }
 }
@@ -171,7 +191,7 @@ pub async fn start(
     let metrics = Arc::new(Metrics::new());
     let compiled =
         CompiledConfig::build(config, &options.secrets, options.max_message_bytes).await?;
-    let runtimes = flow::build(&compiled, &metrics, options.publisher_settings())?;
+    let runtimes = flow::build(&compiled, &metrics, options.limits())?;
     let health = Arc::new(Health::default());
     let ingress: IngressTable = Arc::default();
     let state = ServerState {
@@ -311,7 +331,7 @@ async fn prepare(
     metrics: &Arc<Metrics>,
 ) -> Result<(CompiledConfig, Runtimes), ConfigError> {
     let compiled = CompiledConfig::build(raw, &options.secrets, options.max_message_bytes).await?;
-    let runtimes = flow::build(&compiled, metrics, options.publisher_settings())?;
+    let runtimes = flow::build(&compiled, metrics, options.limits())?;
     Ok((compiled, runtimes))
 }
 

@@ -31,6 +31,11 @@ pub enum DeadLetterReason {
     InvalidRequest,
     /// A transient failure lasted for all of the route's attempts.
     RetriesExhausted,
+    /// The broker delivered the message more often than the worker allows
+    /// (`--max-redeliveries`): something about it crashes or stalls the worker.
+    DeliveryLimitExceeded,
+    /// The transform (or another jq program) ran out of its time budget for this message.
+    TransformBudgetExceeded,
 }
 
 impl DeadLetterReason {
@@ -50,6 +55,8 @@ impl DeadLetterReason {
             DeadLetterReason::HttpRedirect => "http_redirect",
             DeadLetterReason::InvalidRequest => "invalid_request",
             DeadLetterReason::RetriesExhausted => "retries_exhausted",
+            DeadLetterReason::DeliveryLimitExceeded => "delivery_limit_exceeded",
+            DeadLetterReason::TransformBudgetExceeded => "transform_budget_exceeded",
         }
     }
 }

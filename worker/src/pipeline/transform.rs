@@ -4,6 +4,8 @@
 //! program text. Programs of the common "build an object from fields" shape also get a native
 //! [`Projection`], which answers first; jaq runs whenever it declines.
 
+mod bounded;
+
 use jaq_core::load::{Arena, File, Loader};
 use jaq_core::{Compiler, Ctx, Vars, data, unwrap_valr};
 use jaq_json::Val;
@@ -17,6 +19,7 @@ pub struct JqProgram {
     filter: jaq_core::Filter<data::JustLut<Val>>,
     var_count: usize,
     projection: Option<Projection>,
+    may_loop: bool,
 }
 
 impl std::fmt::Debug for JqProgram {
@@ -24,6 +27,7 @@ impl std::fmt::Debug for JqProgram {
         f.debug_struct("JqProgram")
             .field("vars", &self.var_count)
             .field("native", &self.projection.is_some())
+            .field("may_loop", &self.may_loop)
             .finish_non_exhaustive()
     }
 }
@@ -77,6 +81,22 @@ impl JqProgram {
         self.projection.is_some()
     }
 
+    /// The native answer for `input`, when the native path gives one (`None` when the program
+    /// is not native, or when this input is left to jaq). For tests and benches; [`Self::run`]
+    /// is what the pipeline calls.
+    pub fn run_natively(&self, input: &Value, vars: &JqVariables) -> Option<Value> {
+        self.projection.as_ref()?.eval(input, &vars.json)
+    }
+
+    /// Whether the program's running time may be unbounded by the size of its input: it
+    /// defines functions (which may recurse), recurses (`..`, `recurse`, `walk`, `paths`), loops
+    /// (`range`, `repeat`, `while`, `until`, `limit`, `reduce`, `foreach`), reads further inputs,
+    /// repeats a string a computed number of times, or calls anything not known to be bounded.
+    /// Such programs need a time budget; the others finish in time proportional to the event.
+    pub fn may_loop(&self) -> bool {
+        self.may_loop
+    }
+
     /// Compiles for jaq alone, without the native shortcut (the reference in tests and benches).
     pub fn compile_jaq_only(code: &str, vars: &JqVariables) -> Result<Self, String> {
         let program = File { code, path: () };
@@ -109,6 +129,7 @@ impl JqProgram {
             filter,
             var_count: vars.values.len(),
             projection: None,
+            may_loop: bounded::may_loop(code),
         })
     }
 
@@ -266,6 +287,26 @@ mod tests {
                 .is_err()
         );
         assert!(!JqProgram::compile(".[] | .a", &vars).unwrap().is_native());
+    }
+
+    #[test]
+    fn programs_that_may_loop_are_told_apart() {
+        let vars = JqVariables::new([("plants".to_string(), json!({"berlin": "1000"}))]);
+        let may_loop = |code: &str| JqProgram::compile(code, &vars).unwrap().may_loop();
+        for code in [
+            "[range(.n)]",
+            "def f: f; f",
+            "[.. | numbers]",
+            "[limit(2; repeat(.))]",
+        ] {
+            assert!(may_loop(code), "{code}");
+        }
+        for code in [
+            r#"{plant: ($plants[.site] // error("no plant")), day: (.at | split("T") | .[0])}"#,
+            "[.lines[] | {n: .lineNumber}] | length",
+        ] {
+            assert!(!may_loop(code), "{code}");
+        }
     }
 
     #[test]

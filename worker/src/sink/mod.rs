@@ -3,6 +3,8 @@
 pub mod amqp;
 pub mod http;
 
+use std::time::Duration;
+
 use crate::pipeline::DeadLetterReason;
 
 /// How one delivery attempt failed.
@@ -21,6 +23,9 @@ pub enum DeliveryError {
     Transient {
         /// What happened.
         detail: String,
+        /// How long the destination asked the worker to wait before the next attempt (an HTTP
+        /// `Retry-After` on 429 or 503), already capped by the sink; `None` when it did not say.
+        retry_after: Option<Duration>,
     },
 }
 
@@ -29,6 +34,15 @@ impl DeliveryError {
     pub fn transient(detail: impl Into<String>) -> Self {
         Self::Transient {
             detail: detail.into(),
+            retry_after: None,
+        }
+    }
+
+    /// The wait the destination asked for before the next attempt, if it said.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            DeliveryError::Transient { retry_after, .. } => *retry_after,
+            DeliveryError::Permanent { .. } => None,
         }
     }
 
@@ -43,7 +57,9 @@ impl DeliveryError {
     /// The detail text.
     pub fn detail(&self) -> &str {
         match self {
-            DeliveryError::Permanent { detail, .. } | DeliveryError::Transient { detail } => detail,
+            DeliveryError::Permanent { detail, .. } | DeliveryError::Transient { detail, .. } => {
+                detail
+            }
         }
     }
 }

@@ -128,12 +128,23 @@ async fn session(
 ) -> Result<(), SessionError> {
     let name = format!("millrace-worker {} {queue}", rt.label);
     let connection = connect_to(&rt.broker, &name).await?;
-    let channel = connection.create_channel().await?;
     if settings.declare_topology {
-        millrace_broker::declare(&channel, &rt.flow.plan).await?;
+        millrace_broker::declare_tolerant(
+            || async { Ok::<_, SessionError>(connection.create_channel().await?) },
+            SessionError::Topology,
+            &rt.flow.plan,
+        )
+        .await?;
     }
+    let channel = connection.create_channel().await?;
+    // A partition takes one message at a time: when one must be requeued, nothing behind it
+    // has been delivered to the worker yet, so it comes back first and the key's order holds.
+    let prefetch = match kind {
+        ConsumerKind::Partition => 1,
+        _ => rt.flow.config.prefetch,
+    };
     channel
-        .basic_qos(rt.flow.config.prefetch, BasicQosOptions::default())
+        .basic_qos(prefetch, BasicQosOptions::default())
         .await?;
     let queue_name = ShortString::try_new(queue).map_err(|_| {
         lapin::Error::from(lapin::ErrorKind::InvalidChannelState(
@@ -155,13 +166,15 @@ async fn session(
 
     let mut tasks: JoinSet<()> = JoinSet::new();
     let mut pending: FuturesOrdered<SplitConfirm> = FuturesOrdered::new();
+    let mut in_flight_keys = KeysInFlight::default();
     let in_place = RetryMode::InPlace(shutdown.clone());
     let outcome: Result<(), SessionError> = loop {
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break Ok(()),
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-            Some((confirmed, acker)) = pending.next(), if !pending.is_empty() => {
+            Some((confirmed, acker, key)) = pending.next(), if !pending.is_empty() => {
+                in_flight_keys.release(&key);
                 if let Err(e) = settle_split(confirmed, acker).await {
                     break Err(e);
                 }
@@ -180,10 +193,28 @@ async fn session(
                         settle(&delivery, d).await;
                     }
                     ConsumerKind::Splitter => {
-                        match split(rt, &delivery).await {
+                        let content_type = delivery.properties.content_type().as_ref().map(|c| c.as_str());
+                        let key = rt.flow.partition_key(&delivery.data, content_type);
+                        // A key with a copy still unconfirmed waits for it: were that copy
+                        // refused and requeued, this one must not overtake it.
+                        let mut refused = None;
+                        while in_flight_keys.holds(&key) {
+                            let Some((confirmed, acker, done)) = pending.next().await else { break };
+                            in_flight_keys.release(&done);
+                            if let Err(e) = settle_split(confirmed, acker).await {
+                                refused = Some(e);
+                                break;
+                            }
+                        }
+                        if let Some(e) = refused {
+                            let _ = delivery.acker.nack(BasicNackOptions { requeue: true, multiple: false }).await;
+                            break Err(e);
+                        }
+                        match split(rt, &delivery, &key).await {
                             Ok(p) => {
                                 let acker = delivery.acker;
-                                pending.push_back(Box::pin(async move { (p.wait().await, acker) }));
+                                in_flight_keys.hold(&key);
+                                pending.push_back(Box::pin(async move { (p.wait().await, acker, key) }));
                             }
                             Err(e) => {
                                 tracing::warn!(flow = %rt.label, error = %e, "splitter could not publish; requeueing");
@@ -206,7 +237,7 @@ async fn session(
     // the broker redelivers them.
     let drain = async {
         while tasks.join_next().await.is_some() {}
-        while let Some((confirmed, acker)) = pending.next().await {
+        while let Some((confirmed, acker, _)) = pending.next().await {
             if settle_split(confirmed, acker).await.is_err() {
                 break;
             }
@@ -224,8 +255,32 @@ async fn session(
     outcome
 }
 
-type SplitConfirm =
-    std::pin::Pin<Box<dyn std::future::Future<Output = (Result<(), DeliveryError>, Acker)> + Send>>;
+type SplitConfirm = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (Result<(), DeliveryError>, Acker, String)> + Send>,
+>;
+
+/// Partition keys with a split copy not yet confirmed, with how many.
+#[derive(Default)]
+struct KeysInFlight(std::collections::HashMap<String, usize>);
+
+impl KeysInFlight {
+    fn holds(&self, key: &str) -> bool {
+        self.0.contains_key(key)
+    }
+
+    fn hold(&mut self, key: &str) {
+        *self.0.entry(key.to_string()).or_default() += 1;
+    }
+
+    fn release(&mut self, key: &str) {
+        if let Some(n) = self.0.get_mut(key) {
+            *n -= 1;
+            if *n == 0 {
+                self.0.remove(key);
+            }
+        }
+    }
+}
 
 /// Acks a split's source message once its partition copy is confirmed.
 async fn settle_split(
@@ -252,15 +307,14 @@ async fn settle_split(
     }
 }
 
-async fn split(rt: &FlowRuntime, delivery: &Delivery) -> Result<PendingConfirm, DeliveryError> {
-    let content_type = delivery
-        .properties
-        .content_type()
-        .as_ref()
-        .map(|c| c.as_str());
-    let key = rt.flow.partition_key(&delivery.data, content_type);
+async fn split(
+    rt: &FlowRuntime,
+    delivery: &Delivery,
+    key: &str,
+) -> Result<PendingConfirm, DeliveryError> {
     let mut table = delivery.properties.headers().clone().unwrap_or_default();
-    headers::set_str(&mut table, PARTITION_KEY_HEADER, &key);
+    headers::set_str(&mut table, PARTITION_KEY_HEADER, key);
+    headers::remove(&mut table, headers::DELIVERY_COUNT);
     rt.publisher
         .start_publish(
             &rt.flow.names.partition_exchange(),
