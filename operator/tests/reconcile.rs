@@ -1082,24 +1082,24 @@ async fn unavailable_workers_name_what_the_pods_show() {
         ns.name(),
         "greedy",
         Duration::from_secs(60),
-        "WorkersAvailable naming the pod problem",
+        "WorkersAvailable and Ready naming the pod problem",
         |f| {
-            f.status.as_ref().is_some_and(|s| {
-                s.conditions.iter().any(|c| {
-                    c.type_ == "WorkersAvailable"
-                        && c.status == "False"
-                        && c.message.contains("Unschedulable")
+            // Until the connection's first probe, Ready names the connection instead.
+            let names_pod = condition_of(f, "Ready")
+                .is_some_and(|c| c.status == "False" && c.message.contains("pod greedy-worker-"));
+            names_pod
+                && f.status.as_ref().is_some_and(|s| {
+                    s.conditions.iter().any(|c| {
+                        c.type_ == "WorkersAvailable"
+                            && c.status == "False"
+                            && c.message.contains("Unschedulable")
+                    })
                 })
-            })
         },
     )
     .await;
     let ready = condition_of(&f, "Ready").unwrap();
-    assert!(
-        ready.message.contains("pod greedy-worker-"),
-        "{}",
-        ready.message
-    );
+    assert!(ready.message.contains("Unschedulable"), "{}", ready.message);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,11 +5,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
 use millrace_crds::flow::HttpMethod;
 use millrace_crds::worker_config::DestinationConfig;
 
 use millrace_broker::tls::{AmqpConnector, HttpTls};
 
+use crate::budget::TransformBudget;
 use crate::config::{CompiledConfig, ConfigError, tls_error};
 use crate::dedupe::DedupeWindow;
 use crate::metrics::Metrics;
@@ -60,6 +64,47 @@ pub struct FlowRuntime {
     pub partial: PartialDeliveries,
     /// See [`Limits::max_redeliveries`].
     pub max_redeliveries: u32,
+    /// Where the pipeline runs when its programs may loop (see [`crate::budget`]).
+    pub budget: TransformBudget,
+    /// The flow's prefetch byte budget: one permit per byte of the bodies in process.
+    bytes: Arc<Semaphore>,
+    prefetch_bytes: usize,
+    bytes_gauge: Gauge,
+}
+
+impl FlowRuntime {
+    /// Waits until the flow may take a body of `len` bytes into process within its prefetch
+    /// byte budget; the reservation lasts as long as the value returned. A body larger than
+    /// the whole budget waits until nothing else is in process, then runs alone.
+    pub async fn reserve_bytes(&self, len: usize) -> BytesInProcess {
+        let wanted = len.clamp(1, self.prefetch_bytes) as u32;
+        // The semaphore is never closed, so acquiring cannot fail.
+        let permit = self
+            .bytes
+            .clone()
+            .acquire_many_owned(wanted)
+            .await
+            .expect("the byte budget is never closed");
+        self.bytes_gauge.inc_by(i64::from(wanted));
+        BytesInProcess {
+            _permit: permit,
+            gauge: self.bytes_gauge.clone(),
+            bytes: i64::from(wanted),
+        }
+    }
+}
+
+/// Bytes a message holds of its flow's prefetch byte budget, given back when dropped.
+pub struct BytesInProcess {
+    _permit: OwnedSemaphorePermit,
+    gauge: Gauge,
+    bytes: i64,
+}
+
+impl Drop for BytesInProcess {
+    fn drop(&mut self) {
+        self.gauge.dec_by(self.bytes);
+    }
 }
 
 /// The live pieces of one config: a runtime per flow and the publishers they share.
@@ -80,6 +125,10 @@ pub struct Limits {
     /// Deliveries of one message (as counted by its queue) before it is dead-lettered
     /// without running the pipeline.
     pub max_redeliveries: u32,
+    /// Time budget of one message's pipeline when its jq programs may loop.
+    pub transform_budget: Duration,
+    /// Most bytes of message bodies one flow holds in process at once.
+    pub prefetch_bytes: usize,
 }
 
 /// Builds the runtimes of a compiled config within `limits`. Nothing connects yet.
@@ -126,6 +175,8 @@ pub fn build(
             Ok(p)
         };
 
+    // Permits are counted in u32 per acquisition, so one body reserves at most 4 GiB.
+    let prefetch_bytes = limits.prefetch_bytes.clamp(1, u32::MAX as usize);
     let mut flows = Vec::new();
     for (i, flow) in config.flows.iter().enumerate() {
         let fc = &flow.config;
@@ -187,12 +238,22 @@ pub fn build(
         let dedupe = fc
             .routes
             .iter()
-            .map(|_| {
+            .map(|route| {
                 fc.delivery
                     .idempotency
                     .as_ref()
                     .filter(|i| i.window_ms > 0)
-                    .map(|i| DedupeWindow::new(Duration::from_millis(i.window_ms)))
+                    .map(|i| {
+                        let evictions = metrics
+                            .dedupe_evictions
+                            .get_or_create(&Metrics::route(&flow.label(), &route.name))
+                            .clone();
+                        DedupeWindow::new_with(
+                            Duration::from_millis(i.window_ms),
+                            crate::dedupe::DEFAULT_MAX_BYTES,
+                            Some(evictions),
+                        )
+                    })
             })
             .collect();
         flows.push(Arc::new(FlowRuntime {
@@ -205,6 +266,16 @@ pub fn build(
             metrics: metrics.clone(),
             partial: PartialDeliveries::default(),
             max_redeliveries: limits.max_redeliveries,
+            budget: TransformBudget::new(
+                limits.transform_budget,
+                metrics.transform_runaways.clone(),
+            ),
+            bytes: Arc::new(Semaphore::new(prefetch_bytes)),
+            prefetch_bytes,
+            bytes_gauge: metrics
+                .inflight_bytes
+                .get_or_create(&Metrics::flow(&flow.label()))
+                .clone(),
         }));
     }
     Ok(Runtimes {

@@ -9,6 +9,7 @@
 //! and signals.
 
 pub mod amqp;
+pub mod budget;
 pub mod config;
 pub mod dedupe;
 pub mod flow;

@@ -62,6 +62,16 @@ struct Args {
     /// that crashes or stalls the worker cannot loop forever.
     #[arg(long, env = "MILLRACE_MAX_REDELIVERIES", default_value_t = millrace_worker::runtime::DEFAULT_MAX_REDELIVERIES, value_parser = clap::value_parser!(u32).range(1..))]
     max_redeliveries: u32,
+    /// Time budget of one message's pipeline, in milliseconds, when the flow's jq programs may
+    /// loop (recursion, range, until, reduce...). Such flows run off the async threads; a
+    /// message past the budget is dead-lettered with transform_budget_exceeded.
+    #[arg(long, env = "MILLRACE_TRANSFORM_BUDGET_MS", default_value_t = millrace_worker::budget::DEFAULT_TRANSFORM_BUDGET.as_millis() as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    transform_budget_ms: u64,
+    /// Most bytes of message bodies each flow holds in process at once (the prefetch byte
+    /// budget); further deliveries wait until earlier ones are settled. The flow's prefetch
+    /// count still bounds what the broker has sent ahead.
+    #[arg(long, env = "MILLRACE_PREFETCH_BYTES", default_value_t = millrace_worker::runtime::DEFAULT_PREFETCH_BYTES, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    prefetch_bytes: usize,
     /// Log format: compact (local) or json (clusters).
     #[arg(long, env = "MILLRACE_LOG_FORMAT", default_value = "compact", value_parser = ["compact", "json"])]
     log_format: String,
@@ -102,6 +112,8 @@ async fn main() -> Result<()> {
         confirm_timeout: Duration::from_secs(args.confirm_timeout_seconds),
         http_max_in_flight_per_host: args.http_max_in_flight_per_host,
         max_redeliveries: args.max_redeliveries,
+        transform_budget: Duration::from_millis(args.transform_budget_ms),
+        prefetch_bytes: args.prefetch_bytes,
         ..WorkerOptions::default()
     };
 

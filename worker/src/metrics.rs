@@ -85,6 +85,10 @@ pub struct Metrics {
     pub settle_retries: Family<FlowLabels, Counter>,
     /// Messages requeued because a route could not be settled even after those waits.
     pub events_requeued: Family<FlowLabels, Counter>,
+    /// jq runs abandoned past their time budget and still running.
+    pub transform_runaways: Gauge,
+    /// Bytes of message bodies in process, against the flow's prefetch byte budget.
+    pub inflight_bytes: Family<FlowLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -191,8 +195,22 @@ impl Metrics {
             "Messages given back to the broker because a route could not be settled",
             events_requeued.clone(),
         );
+        let transform_runaways = Gauge::default();
+        registry.register(
+            "transform_runaways",
+            "jq runs abandoned past their time budget that are still running on their thread",
+            transform_runaways.clone(),
+        );
+        let inflight_bytes = Family::default();
+        registry.register(
+            "inflight_bytes",
+            "Bytes of message bodies received and not yet settled (bounded by --prefetch-bytes)",
+            inflight_bytes.clone(),
+        );
         Self {
             registry,
+            inflight_bytes,
+            transform_runaways,
             settle_retries,
             events_requeued,
             events_received,

@@ -14,12 +14,14 @@ use millrace_topology::{ROUTING_KEY_DEAD_LETTER, retry_routing_key};
 use tokio_util::sync::CancellationToken;
 
 use crate::amqp;
+use crate::budget::Unfinished;
 use crate::dedupe::Claim;
 use crate::flow::{FlowRuntime, RouteSink};
 use crate::headers;
 use crate::metrics::{Metrics, OutcomeLabels, ReasonLabels};
 use crate::pipeline::envelope::Envelope;
-use crate::pipeline::{DeadLetterReason, Processed};
+use crate::pipeline::reason::loggable;
+use crate::pipeline::{DeadLetterReason, Message, Processed, Rejection};
 use crate::retry::{
     Arrival, AttemptFailure, Parking, RetryPlace, RetryState, Settlement, failure_headers,
     settle_failure,
@@ -43,6 +45,56 @@ pub enum Disposition {
     Ack,
     /// Some outcome could not be made durable; the broker should deliver it again.
     Requeue,
+}
+
+/// Runs the pipeline on one message: inline when its programs finish in time bounded by the
+/// event, otherwise on a thread of its own within the flow's time budget.
+async fn run_pipeline(
+    rt: &FlowRuntime,
+    body: &[u8],
+    properties: &BasicProperties,
+) -> Result<Processed, Rejection> {
+    if !rt.flow.may_loop() {
+        return rt.flow.process(amqp::message(body, properties));
+    }
+    let flow = rt.flow.clone();
+    let owned = body.to_vec();
+    let content_type = properties.content_type().as_ref().map(|c| c.to_string());
+    let envelope = amqp::envelope_of(properties);
+    let run = rt
+        .budget
+        .run(move || {
+            flow.process(Message {
+                body: &owned,
+                content_type: content_type.as_deref(),
+                envelope,
+            })
+        })
+        .await;
+    match run {
+        Ok(result) => result,
+        Err(Unfinished::OverBudget) => {
+            let limit = rt.budget.limit().as_millis();
+            tracing::warn!(flow = %rt.label, budget_ms = limit, "a jq program ran past its budget; dead-lettering the message");
+            if rt.budget.exhausted() {
+                tracing::error!(flow = %rt.label, "too many jq programs run past their budget at once; /healthz now fails so that the worker is restarted");
+            }
+            Err(Rejection::new(
+                DeadLetterReason::TransformBudgetExceeded,
+                format!(
+                    "the flow's jq programs ran longer than {limit} ms on this event (--transform-budget-ms); make the program loop less, or raise the budget"
+                ),
+            ))
+        }
+        Err(Unfinished::Panicked) => Err(Rejection::new(
+            DeadLetterReason::JqError,
+            "the pipeline panicked on this event",
+        )),
+        Err(Unfinished::NoThread(e)) => {
+            tracing::warn!(flow = %rt.label, error = %e, "no thread for a budgeted pipeline run; running it inline");
+            rt.flow.process(amqp::message(body, properties))
+        }
+    }
 }
 
 /// The settlement of one route could not be made durable.
@@ -112,7 +164,7 @@ async fn handle_inner(
         )
         .await;
     }
-    let processed = match rt.flow.process(amqp::message(body, properties)) {
+    let processed = match run_pipeline(rt, body, properties).await {
         Ok(p) => p,
         Err(rejection) => {
             if matches!(
@@ -128,7 +180,7 @@ async fn handle_inner(
                     })
                     .inc();
             }
-            tracing::info!(flow = %rt.label, reason = %rejection.reason, error = %rejection.detail, "event rejected");
+            tracing::info!(flow = %rt.label, reason = %rejection.reason, error = %rejection.loggable(), "event rejected");
             return dead_letter_settled(
                 rt,
                 mode,
@@ -340,7 +392,15 @@ async fn deliver_route(
             DeliveryError::Permanent { reason, detail } => {
                 (AttemptFailure::Permanent(reason), detail)
             }
-            DeliveryError::Transient { detail, .. } => (AttemptFailure::Transient, detail),
+            DeliveryError::Transient {
+                detail,
+                retry_after,
+            } => (
+                AttemptFailure::Transient {
+                    retry_after_ms: retry_after.map(|d| d.as_millis() as u64),
+                },
+                detail,
+            ),
         };
         let place = match mode {
             RetryMode::Tiers => RetryPlace::Tiers(&rt.flow.config.delivery.retry_tiers_ms),
@@ -354,9 +414,9 @@ async fn deliver_route(
                     detail
                 };
                 if reason == DeadLetterReason::RetriesExhausted {
-                    tracing::warn!(flow = %rt.label, route = %route.name, attempts = attempt, error = %detail, "retries exhausted");
+                    tracing::warn!(flow = %rt.label, route = %route.name, attempts = attempt, error = %loggable(None, &detail), "retries exhausted");
                 } else {
-                    tracing::info!(flow = %rt.label, route = %route.name, reason = %reason, error = %detail, "delivery failed permanently");
+                    tracing::info!(flow = %rt.label, route = %route.name, reason = %reason, error = %loggable(Some(reason), &detail), "delivery failed permanently");
                 }
                 return dead_letter(
                     rt,
@@ -488,7 +548,7 @@ async fn dead_letter(
         reason: reason.as_str().to_string(),
     };
     if !rt.flow.config.delivery.dead_letter {
-        tracing::warn!(flow = %rt.label, reason = %reason, error = %detail, "dead-lettering is disabled; dropping the event");
+        tracing::warn!(flow = %rt.label, reason = %reason, error = %loggable(Some(reason), detail), "dead-lettering is disabled; dropping the event");
         rt.metrics.events_dead_lettered.get_or_create(&labels).inc();
         return Ok(());
     }

@@ -20,8 +20,11 @@ use crate::pipeline::DeadLetterReason;
 pub enum AttemptFailure {
     /// Retrying cannot help; dead-letter with this reason.
     Permanent(DeadLetterReason),
-    /// The destination may accept the event later.
-    Transient,
+    /// The destination may accept the event later; it may have said when (`Retry-After`).
+    Transient {
+        /// The destination's own wait, in ms.
+        retry_after_ms: Option<u64>,
+    },
 }
 
 /// Where a flow's transient failures wait.
@@ -69,7 +72,12 @@ pub fn settle_failure(
     if attempt >= retry.max_attempts {
         return dead_letter(DeadLetterReason::RetriesExhausted, false);
     }
-    let delay_ms = retry.delay_ms(attempt + 1);
+    // A destination that asks for a longer wait gets it; a shorter one does not shorten ours.
+    let asked = match failure {
+        AttemptFailure::Transient { retry_after_ms } => retry_after_ms.unwrap_or(0),
+        AttemptFailure::Permanent(_) => 0,
+    };
+    let delay_ms = retry.delay_ms(attempt + 1).max(asked);
     match place {
         RetryPlace::InPlace => Settlement::RetryInPlace { delay_ms },
         RetryPlace::Tiers(tiers) => match pick_tier(tiers, delay_ms) {
@@ -345,7 +353,12 @@ mod tests {
         let tiers = [1_000, 4_000];
         let dead = |reason, no_tier| Settlement::DeadLetter { reason, no_tier };
         let http4xx = AttemptFailure::Permanent(DeadLetterReason::Http4xx);
-        let transient = AttemptFailure::Transient;
+        let transient = AttemptFailure::Transient {
+            retry_after_ms: None,
+        };
+        let asked = |ms| AttemptFailure::Transient {
+            retry_after_ms: Some(ms),
+        };
         let cases = [
             (
                 http4xx,
@@ -394,6 +407,25 @@ mod tests {
                 1,
                 RetryPlace::Tiers(&[]),
                 dead(DeadLetterReason::RetriesExhausted, true),
+            ),
+            // Retry-After: a longer wait picks a longer tier, a shorter one changes nothing.
+            (
+                asked(5_000),
+                1,
+                RetryPlace::Tiers(&tiers),
+                Settlement::Park { tier_ms: 4_000 },
+            ),
+            (
+                asked(10),
+                2,
+                RetryPlace::InPlace,
+                Settlement::RetryInPlace { delay_ms: 2_000 },
+            ),
+            (
+                asked(6_000),
+                2,
+                RetryPlace::InPlace,
+                Settlement::RetryInPlace { delay_ms: 6_000 },
             ),
         ];
         for (failure, attempt, place, want) in cases {

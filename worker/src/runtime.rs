@@ -58,7 +58,16 @@ pub struct WorkerOptions {
     /// Deliveries of one message (as its queue counts them) before the worker dead-letters it
     /// with `delivery_limit_exceeded` without running it.
     pub max_redeliveries: u32,
+    /// Time budget of one message's pipeline when the flow's jq programs may loop; past it
+    /// the message is dead-lettered with `transform_budget_exceeded`.
+    pub transform_budget: Duration,
+    /// Most bytes of message bodies each flow holds in process at once; further deliveries
+    /// wait in the consumer until earlier ones are settled.
+    pub prefetch_bytes: usize,
 }
+
+/// Default of [`WorkerOptions::prefetch_bytes`]: 16 MiB per flow.
+pub const DEFAULT_PREFETCH_BYTES: usize = 16 * 1024 * 1024;
 
 /// Default of [`WorkerOptions::max_redeliveries`].
 pub const DEFAULT_MAX_REDELIVERIES: u32 = 10;
@@ -70,6 +79,8 @@ impl WorkerOptions {
             publisher: self.publisher_settings(),
             http_max_in_flight_per_host: self.http_max_in_flight_per_host,
             max_redeliveries: self.max_redeliveries,
+            transform_budget: self.transform_budget,
+            prefetch_bytes: self.prefetch_bytes,
         }
     }
 
@@ -95,6 +106,8 @@ impl Default for WorkerOptions {
             secrets: SecretResolver::default(),
             http_max_in_flight_per_host: crate::sink::http::DEFAULT_MAX_IN_FLIGHT_PER_HOST,
             max_redeliveries: DEFAULT_MAX_REDELIVERIES,
+            transform_budget: crate::budget::DEFAULT_TRANSFORM_BUDGET,
+            prefetch_bytes: DEFAULT_PREFETCH_BYTES,
         }
     }
 }

@@ -62,8 +62,15 @@ pub struct ServerState {
     pub ingress: IngressTable,
 }
 
-async fn healthz() -> &'static str {
-    "ok"
+async fn healthz(State(s): State<ServerState>) -> Response {
+    let runaways = s.metrics.transform_runaways.get();
+    if runaways >= crate::budget::RUNAWAY_LIMIT {
+        let text = format!(
+            "{runaways} jq runs are past their time budget and still use CPU; restart the worker"
+        );
+        return (StatusCode::SERVICE_UNAVAILABLE, text).into_response();
+    }
+    (StatusCode::OK, "ok").into_response()
 }
 
 async fn readyz(State(s): State<ServerState>) -> Response {

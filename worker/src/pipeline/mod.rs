@@ -388,6 +388,17 @@ impl CompiledFlow {
         }
     }
 
+    /// Whether any of the flow's jq programs may run for a time unbounded by its event (see
+    /// [`JqProgram::may_loop`]): such flows run under [`crate::budget::TransformBudget`].
+    pub fn may_loop(&self) -> bool {
+        self.transform
+            .iter()
+            .chain(&self.idempotency)
+            .chain(&self.ordering)
+            .chain(self.routes.iter().filter_map(|r| r.when.as_ref()))
+            .any(JqProgram::may_loop)
+    }
+
     /// Whether the flow is ordered.
     pub fn is_ordered(&self) -> bool {
         self.ordering.is_some()

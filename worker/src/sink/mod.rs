@@ -54,6 +54,12 @@ impl DeliveryError {
         }
     }
 
+    /// The detail as logs may carry it: without the destination's own words, which may echo
+    /// the event (the dead-letter keeps them).
+    pub fn loggable(&self) -> &str {
+        crate::pipeline::reason::loggable(None, self.detail())
+    }
+
     /// The detail text.
     pub fn detail(&self) -> &str {
         match self {

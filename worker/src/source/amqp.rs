@@ -182,10 +182,12 @@ async fn session(
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => match kind {
                     ConsumerKind::Pipeline => {
+                        let reserved = rt.reserve_bytes(delivery.data.len()).await;
                         let rt = rt.clone();
                         tasks.spawn(async move {
                             let d = handle(&rt, &delivery.data, &delivery.properties, arrival(&delivery), &RetryMode::Tiers).await;
                             settle(&delivery, d).await;
+                            drop(reserved);
                         });
                     }
                     ConsumerKind::Partition => {
@@ -193,8 +195,7 @@ async fn session(
                         settle(&delivery, d).await;
                     }
                     ConsumerKind::Splitter => {
-                        let content_type = delivery.properties.content_type().as_ref().map(|c| c.as_str());
-                        let key = rt.flow.partition_key(&delivery.data, content_type);
+                        let key = partition_key(rt, &delivery).await;
                         // A key with a copy still unconfirmed waits for it: were that copy
                         // refused and requeued, this one must not overtake it.
                         let mut refused = None;
@@ -253,6 +254,32 @@ async fn session(
     let _ = channel.close(200, "bye".into()).await;
     let _ = connection.close(200, "bye".into()).await;
     outcome
+}
+
+/// The partition key of a delivery. A flow whose programs may loop computes it within its
+/// time budget; past the budget the key hashes the body, and the partition consumer then
+/// dead-letters the message with `transform_budget_exceeded`.
+async fn partition_key(rt: &FlowRuntime, delivery: &Delivery) -> String {
+    let content_type = delivery
+        .properties
+        .content_type()
+        .as_ref()
+        .map(|c| c.to_string());
+    if !rt.flow.may_loop() {
+        return rt
+            .flow
+            .partition_key(&delivery.data, content_type.as_deref());
+    }
+    let flow = rt.flow.clone();
+    let body = delivery.data.clone();
+    match rt
+        .budget
+        .run(move || flow.partition_key(&body, content_type.as_deref()))
+        .await
+    {
+        Ok(key) => key,
+        Err(_) => crate::pipeline::envelope::content_id(&delivery.data),
+    }
 }
 
 type SplitConfirm = std::pin::Pin<
