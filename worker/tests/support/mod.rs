@@ -521,3 +521,49 @@ pub async fn queue_depth(vhost: &TestVhost, queue: &str) -> Option<u32> {
     let _ = ch.close(200, "bye".into()).await;
     Some(q.message_count())
 }
+
+/// Starts a destination on 127.0.0.1:0 whose answer depends on the request: `answer` gets its
+/// path and body (and may keep state of its own, such as how often it saw an event).
+pub async fn destination_per_request(
+    answer: impl Fn(&str, &[u8]) -> u16 + Send + Sync + 'static,
+) -> Destination {
+    type PerRequest = Arc<dyn Fn(&str, &[u8]) -> u16 + Send + Sync>;
+    #[derive(Clone)]
+    struct PerRequestState {
+        requests: Arc<Mutex<Vec<Recorded>>>,
+        answer: PerRequest,
+    }
+    async fn handle(
+        State(s): State<PerRequestState>,
+        uri: axum::http::Uri,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> StatusCode {
+        // Answered and recorded under one lock, so the record's order is the order of the answers.
+        let mut requests = s.requests.lock().unwrap();
+        let status = (s.answer)(uri.path(), &body);
+        requests.push(Recorded {
+            at: Instant::now(),
+            path: uri.path().to_string(),
+            headers,
+            body,
+            status,
+        });
+        StatusCode::from_u16(status).unwrap()
+    }
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let state = PerRequestState {
+        requests: requests.clone(),
+        answer: Arc::new(answer),
+    };
+    let app = axum::Router::new().fallback(handle).with_state(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Destination {
+        requests,
+        base: format!("http://{addr}/api"),
+    }
+}
