@@ -16,7 +16,7 @@ use millrace_broker::tls::{AmqpConnector, HttpTls};
 use crate::budget::TransformBudget;
 use crate::config::{CompiledConfig, ConfigError, tls_error};
 use crate::dedupe::DedupeWindow;
-use crate::metrics::Metrics;
+use crate::metrics::{FlowSeries, Metrics, RouteSeries};
 use crate::partial::PartialDeliveries;
 use crate::pipeline::CompiledFlow;
 use crate::sink::amqp::{ConfirmPublisher, PublisherSettings};
@@ -64,6 +64,10 @@ pub struct FlowRuntime {
     pub partial: PartialDeliveries,
     /// See [`Limits::max_redeliveries`].
     pub max_redeliveries: u32,
+    /// The flow's per-message series.
+    pub series: FlowSeries,
+    /// Each route's per-delivery series, in route order.
+    pub route_series: Vec<RouteSeries>,
     /// Where the pipeline runs when its programs may loop (see [`crate::budget`]).
     pub budget: TransformBudget,
     /// The flow's prefetch byte budget: one permit per byte of the bodies in process.
@@ -266,6 +270,12 @@ pub fn build(
             metrics: metrics.clone(),
             partial: PartialDeliveries::default(),
             max_redeliveries: limits.max_redeliveries,
+            series: metrics.flow_series(&flow.label()),
+            route_series: fc
+                .routes
+                .iter()
+                .map(|r| metrics.route_series(&flow.label(), &r.name))
+                .collect(),
             budget: TransformBudget::new(
                 limits.transform_budget,
                 metrics.transform_runaways.clone(),

@@ -251,6 +251,93 @@ impl Metrics {
             flow: flow.to_string(),
         }
     }
+
+    /// The series flow `flow` updates for every message, looked up once.
+    pub fn flow_series(&self, flow: &str) -> FlowSeries {
+        let labels = Self::flow(flow);
+        let processed = |outcome: &str| {
+            self.processing_duration
+                .get_or_create(&OutcomeLabels {
+                    flow: flow.to_string(),
+                    outcome: outcome.to_string(),
+                })
+                .clone()
+        };
+        FlowSeries {
+            received: self.events_received.get_or_create(&labels).clone(),
+            inflight: self.inflight_events.get_or_create(&labels).clone(),
+            acked: processed("acked"),
+            dead_lettered: processed("dead_lettered"),
+            filtered: processed("filtered"),
+            requeued: processed("requeued"),
+        }
+    }
+
+    /// The series route `route` of flow `flow` updates for every delivery, looked up once.
+    pub fn route_series(&self, flow: &str, route: &str) -> RouteSeries {
+        let labels = Self::route(flow, route);
+        RouteSeries {
+            delivered: self.events_delivered.get_or_create(&labels).clone(),
+            deduplicated: self.events_deduplicated.get_or_create(&labels).clone(),
+            retried: self.events_retried.get_or_create(&labels).clone(),
+            latency: self.end_to_end_latency.get_or_create(&labels).clone(),
+            sla_breaches: self.sla_breaches.get_or_create(&labels).clone(),
+        }
+    }
+}
+
+/// One flow's per-message series (handles into [`Metrics`], so updating them takes no lookup).
+#[derive(Clone, Debug)]
+pub struct FlowSeries {
+    /// `events_received`.
+    pub received: Counter,
+    /// `inflight_events`.
+    pub inflight: Gauge,
+    acked: Histogram,
+    dead_lettered: Histogram,
+    filtered: Histogram,
+    requeued: Histogram,
+}
+
+impl FlowSeries {
+    /// `processing_duration_seconds` of `outcome` (`acked`, `dead_lettered`, `filtered`,
+    /// `requeued`).
+    pub fn processing(&self, outcome: Outcome) -> &Histogram {
+        match outcome {
+            Outcome::Acked => &self.acked,
+            Outcome::DeadLettered => &self.dead_lettered,
+            Outcome::Filtered => &self.filtered,
+            Outcome::Requeued => &self.requeued,
+        }
+    }
+}
+
+/// How a message ended, the `outcome` label of `processing_duration_seconds`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every route settled.
+    Acked,
+    /// Dead-lettered before any route.
+    DeadLettered,
+    /// No output, or no route left to attempt.
+    Filtered,
+    /// Given back to the broker.
+    Requeued,
+}
+
+/// One route's per-delivery series.
+#[derive(Clone, Debug)]
+pub struct RouteSeries {
+    /// `events_delivered`.
+    pub delivered: Counter,
+    /// `events_deduplicated`.
+    pub deduplicated: Counter,
+    /// `events_retried`.
+    pub retried: Counter,
+    /// `end_to_end_latency_seconds`.
+    pub latency: Histogram,
+    /// `sla_breaches`.
+    pub sla_breaches: Counter,
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use crate::budget::Unfinished;
 use crate::dedupe::Claim;
 use crate::flow::{FlowRuntime, RouteSink};
 use crate::headers;
-use crate::metrics::{Metrics, OutcomeLabels, ReasonLabels};
+use crate::metrics::{Metrics, Outcome, ReasonLabels};
 use crate::pipeline::envelope::Envelope;
 use crate::pipeline::reason::loggable;
 use crate::pipeline::{DeadLetterReason, Message, Processed, Rejection};
@@ -110,22 +110,12 @@ pub async fn handle(
     mode: &RetryMode,
 ) -> Disposition {
     let started = Instant::now();
-    let flow_labels = Metrics::flow(&rt.label);
-    rt.metrics.events_received.get_or_create(&flow_labels).inc();
-    let inflight = rt
-        .metrics
-        .inflight_events
-        .get_or_create(&flow_labels)
-        .clone();
-    inflight.inc();
+    rt.series.received.inc();
+    rt.series.inflight.inc();
     let (disposition, outcome) = handle_inner(rt, body, properties, arrival, mode).await;
-    inflight.dec();
-    rt.metrics
-        .processing_duration
-        .get_or_create(&OutcomeLabels {
-            flow: rt.label.clone(),
-            outcome: outcome.to_string(),
-        })
+    rt.series.inflight.dec();
+    rt.series
+        .processing(outcome)
         .observe(started.elapsed().as_secs_f64());
     disposition
 }
@@ -136,7 +126,7 @@ async fn handle_inner(
     properties: &BasicProperties,
     arrival: Arrival<'_>,
     mode: &RetryMode,
-) -> (Disposition, &'static str) {
+) -> (Disposition, Outcome) {
     let state = RetryState::of_arrival(
         properties.headers().as_ref(),
         &rt.label,
@@ -195,24 +185,27 @@ async fn handle_inner(
         }
     };
     if processed.body.is_none() {
-        return (Disposition::Ack, "filtered");
+        return (Disposition::Ack, Outcome::Filtered);
     }
+    // Routes delivered by earlier runs of a requeued message; they stay remembered should this
+    // run be requeued too.
+    let mut settled = Vec::new();
     let targets: Vec<usize> = match &state.route {
         Some(name) => match rt.flow.route_index(name) {
             Some(i) => vec![i],
             None => {
                 tracing::warn!(flow = %rt.label, route = %name, "retry for a route that is no longer configured; dropping it");
-                return (Disposition::Ack, "filtered");
+                return (Disposition::Ack, Outcome::Filtered);
             }
         },
         None => {
             // A message requeued after some of its routes were delivered runs only the rest.
-            let done = rt.partial.take(&processed.idempotency_key);
+            settled = rt.partial.take(&processed.idempotency_key);
             processed
                 .routes
                 .iter()
                 .copied()
-                .filter(|i| !done.contains(i))
+                .filter(|i| !settled.contains(i))
                 .collect()
         }
     };
@@ -222,7 +215,6 @@ async fn handle_inner(
         0
     };
     let mut pending = targets;
-    let mut settled = Vec::new();
     let mut backoff = SETTLE_BACKOFF_FIRST;
     for round in 1.. {
         let results = futures::future::join_all(
@@ -239,7 +231,7 @@ async fn handle_inner(
             }
         }
         if unsettled.is_empty() {
-            return (Disposition::Ack, "acked");
+            return (Disposition::Ack, Outcome::Acked);
         }
         if round >= SETTLE_ROUNDS || !wait_to_settle(rt, mode, &mut backoff).await {
             break;
@@ -252,7 +244,7 @@ async fn handle_inner(
         .events_requeued
         .get_or_create(&Metrics::flow(&rt.label))
         .inc();
-    (Disposition::Requeue, "requeued")
+    (Disposition::Requeue, Outcome::Requeued)
 }
 
 /// Rounds of attempts to settle a message's routes before it is requeued.
@@ -296,7 +288,7 @@ async fn dead_letter_settled(
     first_failure: Option<&str>,
     reason: DeadLetterReason,
     detail: &str,
-) -> (Disposition, &'static str) {
+) -> (Disposition, Outcome) {
     let mut backoff = SETTLE_BACKOFF_FIRST;
     for round in 1.. {
         let written = dead_letter(
@@ -311,7 +303,7 @@ async fn dead_letter_settled(
         )
         .await;
         if written.is_ok() {
-            return (Disposition::Ack, "dead_lettered");
+            return (Disposition::Ack, Outcome::DeadLettered);
         }
         if round >= SETTLE_ROUNDS || !wait_to_settle(rt, mode, &mut backoff).await {
             break;
@@ -321,7 +313,7 @@ async fn dead_letter_settled(
         .events_requeued
         .get_or_create(&Metrics::flow(&rt.label))
         .inc();
-    (Disposition::Requeue, "requeued")
+    (Disposition::Requeue, Outcome::Requeued)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -336,7 +328,7 @@ async fn deliver_route(
     mode: &RetryMode,
 ) -> Result<(), NotSettled> {
     let route = &rt.flow.routes[index].config;
-    let labels = Metrics::route(&rt.label, &route.name);
+    let series = &rt.route_series[index];
     let key = processed.idempotency_key.as_str();
     let dedupe = rt.dedupe.get(index).and_then(Option::as_ref);
     let mut attempt = prior_attempts + 1;
@@ -347,7 +339,7 @@ async fn deliver_route(
             loop {
                 match d.claim(key) {
                     Claim::Delivered => {
-                        rt.metrics.events_deduplicated.get_or_create(&labels).inc();
+                        series.deduplicated.inc();
                         return Ok(());
                     }
                     Claim::Busy => tokio::time::sleep(Duration::from_millis(20)).await,
@@ -364,20 +356,17 @@ async fn deliver_route(
                 if let Some(guard) = claim {
                     guard.delivered();
                 }
-                rt.metrics.events_delivered.get_or_create(&labels).inc();
+                series.delivered.inc();
                 if let Some(time) = processed.envelope.time {
                     let lag = (Utc::now() - time).num_milliseconds().max(0) as u64;
-                    rt.metrics
-                        .end_to_end_latency
-                        .get_or_create(&labels)
-                        .observe(lag as f64 / 1000.0);
+                    series.latency.observe(lag as f64 / 1000.0);
                     if rt
                         .flow
                         .config
                         .sla_max_latency_ms
                         .is_some_and(|sla| lag > sla)
                     {
-                        rt.metrics.sla_breaches.get_or_create(&labels).inc();
+                        series.sla_breaches.inc();
                     }
                 }
                 return Ok(());
@@ -431,7 +420,7 @@ async fn deliver_route(
                 .await;
             }
             Settlement::Park { tier_ms } => {
-                rt.metrics.events_retried.get_or_create(&labels).inc();
+                series.retried.inc();
                 tracing::debug!(flow = %rt.label, route = %route.name, attempt, tier_ms, error = %detail, "parking for retry");
                 let table = failure_headers(
                     properties.headers().as_ref(),
@@ -457,7 +446,7 @@ async fn deliver_route(
                     });
             }
             Settlement::RetryInPlace { delay_ms } => {
-                rt.metrics.events_retried.get_or_create(&labels).inc();
+                series.retried.inc();
                 tracing::debug!(flow = %rt.label, route = %route.name, attempt, delay_ms, error = %detail, "retrying in place");
                 if let RetryMode::InPlace(cancel) = mode {
                     tokio::select! {

@@ -26,18 +26,17 @@
 //!   The requeued message runs only the routes it has not delivered yet, so the AMQP sink gets
 //!   every message id once.
 //! - The splitter acks a source message only once its partition copy is confirmed, lets no split
-//!   of a key start while the previous one is unconfirmed, and restarts when a copy is refused so
-//!   that the unconfirmed tail comes back in order. A split that overtook a refused split of the
-//!   same key would reach its partition, and the destinations, first.
+//!   of a key start while the previous one is unconfirmed, and sends a refused copy again in
+//!   place, its key still held. A split that overtook a refused split of the same key would reach
+//!   its partition, and the destinations, first.
 //!
 //! The worker delivers at least once (`docs/worker.md`). Only the splitter test lets an event
 //! arrive twice, and then only right after itself: a partition copy confirmed but not yet acked
-//! when the splitter restarts is split again. The partition tests allow no duplicate at all, since
+//! when a splitter's session ends is split again. The partition tests allow no duplicate at all, since
 //! no worker restarts there.
 //!
-//! Two of the tests fail at c952ad4, on the assertions whose comments say why: a message
-//! requeued twice sends its delivered AMQP route again, and a refused split lets a later split of
-//! its key overtake an earlier one.
+//! Two of the tests caught bugs, fixed since: a message requeued twice sent its delivered AMQP
+//! route again, and a refused split let a later split of its key overtake an earlier one.
 //!
 //! Needs the local RabbitMQ (`make env-up`); fails when it is not up.
 
@@ -640,10 +639,8 @@ async fn requeue_scenario(flow: &str, refused: &[(&str, u64, u32)]) {
 
     let mut failures = outcome.violations();
     failures.extend(attempt_violations(&outcome.http_attempts));
-    // Known to fail at c952ad4 for a message requeued twice: `handle_inner` in
-    // worker/src/process.rs takes (and so forgets) the routes a requeued message had delivered,
-    // and on its next requeue remembers only the routes settled in that run, so the third
-    // delivery sends the AMQP route again.
+    // A message requeued twice must still remember the routes its first run delivered: were
+    // they forgotten when read, the third delivery would send the AMQP route again.
     no_duplicates(&outcome, &mut failures);
     let planned: u64 = refused.iter().map(|&(_, _, n)| u64::from(n / 10)).sum();
     let requeued = worker
@@ -739,10 +736,10 @@ async fn wait_for_policy(vhost: &TestVhost, queue: &str, policy: &str) {
 }
 
 /// Two of the four partition queues refuse publishes (a `max-length: 0` policy; they overflow
-/// with reject-publish) until the splitter has failed twice, then take them again. Splits to the
+/// with reject-publish) until the splitter has had copies refused twice, then take them again. Splits to the
 /// other two partitions go through meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn splits_refused_by_some_partitions_are_requeued_without_overtaking() {
+async fn splits_refused_by_some_partitions_are_sent_again_without_overtaking() {
     let flow = "split-refusals";
     let vhost = TestVhost::create("ordering-split-refusals").await;
     let ch = confirm_channel(&vhost).await;
@@ -781,7 +778,7 @@ async fn splits_refused_by_some_partitions_are_requeued_without_overtaking() {
     let splitter_failures = || {
         worker
             .metrics
-            .broker_connection_failures
+            .settle_retries
             .get_or_create(&Metrics::flow(&label))
             .get()
     };
@@ -790,15 +787,13 @@ async fn splits_refused_by_some_partitions_are_requeued_without_overtaking() {
     policy(&vhost, REFUSING, None).await;
     let outcome = observe(&vhost, &sink, &dest, &names, started).await;
 
-    // Known to fail at c952ad4: when an earlier split turns out refused while the splitter
-    // waits for the unconfirmed split of the current message's key (worker/src/source/amqp.rs,
-    // the `refused` branch after `while in_flight_keys.holds(&key)`), the current message is
-    // nacked before the splits still ahead of it are settled. The broker requeues in nack order,
-    // so that message comes back before its own key's previous one, and overtakes it.
+    // A refused copy must keep its key held until it is confirmed. Were it requeued while later
+    // messages of its key were already delivered to the splitter (or were they nacked before
+    // it), one of them would be split first and overtake it.
     let mut failures = outcome.violations();
     if !refused {
         failures.push(format!(
-            "the splitter failed {} times in 20s, expected at least 2: the partitions never refused a split",
+            "the splitter had {} copies refused in 20s, expected at least 2: the partitions never refused a split",
             splitter_failures()
         ));
     }

@@ -26,6 +26,7 @@ use millrace_topology::PARTITION_KEY_HEADER;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::acks::{Ack, AckWindow};
 use crate::flow::FlowRuntime;
 use crate::headers;
 use crate::metrics::Metrics;
@@ -164,18 +165,26 @@ async fn session(
     ready.store(true, Ordering::SeqCst);
     tracing::info!(flow = %rt.label, queue = %queue, kind = ?kind, "consuming");
 
-    let mut tasks: JoinSet<()> = JoinSet::new();
-    let mut pending: FuturesOrdered<SplitConfirm> = FuturesOrdered::new();
-    let mut in_flight_keys = KeysInFlight::default();
+    // Concurrent pipeline runs; each gives back its delivery's tag and ack handle with the
+    // disposition (a requeue's nack it has sent itself).
+    let mut tasks: JoinSet<(u64, Acker, Disposition)> = JoinSet::new();
+    let mut acks: AckWindow<Acker> = AckWindow::default();
+    let mut splits = Splits::default();
     let in_place = RetryMode::InPlace(shutdown.clone());
+    // The splitter's messages that its session ends without splitting.
+    let mut held: Vec<Delivery> = Vec::new();
     let outcome: Result<(), SessionError> = loop {
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break Ok(()),
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-            Some((confirmed, acker, key)) = pending.next(), if !pending.is_empty() => {
-                in_flight_keys.release(&key);
-                if let Err(e) = settle_split(confirmed, acker).await {
+            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Ok(finished) = joined {
+                    send_acks(finish(&mut acks, finished)).await;
+                }
+            }
+            Some(split) = splits.pending.next(), if !splits.pending.is_empty() => {
+                if let Err((e, delivery)) = splits.settle(rt, split, shutdown).await {
+                    held.push(delivery);
                     break Err(e);
                 }
             }
@@ -184,10 +193,14 @@ async fn session(
                     ConsumerKind::Pipeline => {
                         let reserved = rt.reserve_bytes(delivery.data.len()).await;
                         let rt = rt.clone();
+                        acks.taken(delivery.delivery_tag);
                         tasks.spawn(async move {
                             let d = handle(&rt, &delivery.data, &delivery.properties, arrival(&delivery), &RetryMode::Tiers).await;
-                            settle(&delivery, d).await;
+                            if d == Disposition::Requeue {
+                                settle(&delivery, d).await;
+                            }
                             drop(reserved);
+                            (delivery.delivery_tag, delivery.acker, d)
                         });
                     }
                     ConsumerKind::Partition => {
@@ -196,30 +209,26 @@ async fn session(
                     }
                     ConsumerKind::Splitter => {
                         let key = partition_key(rt, &delivery).await;
-                        // A key with a copy still unconfirmed waits for it: were that copy
-                        // refused and requeued, this one must not overtake it.
-                        let mut refused = None;
-                        while in_flight_keys.holds(&key) {
-                            let Some((confirmed, acker, done)) = pending.next().await else { break };
-                            in_flight_keys.release(&done);
-                            if let Err(e) = settle_split(confirmed, acker).await {
-                                refused = Some(e);
+                        // A key with a copy still unconfirmed waits for it, so that the copies
+                        // of one key reach their partition in order.
+                        let mut failed = None;
+                        while splits.keys.holds(&key) {
+                            let Some(split) = splits.pending.next().await else { break };
+                            if let Err((e, refused)) = splits.settle(rt, split, shutdown).await {
+                                failed = Some((e, refused));
                                 break;
                             }
                         }
-                        if let Some(e) = refused {
-                            let _ = delivery.acker.nack(BasicNackOptions { requeue: true, multiple: false }).await;
+                        if let Some((e, refused)) = failed {
+                            held.push(refused);
+                            held.push(delivery);
                             break Err(e);
                         }
                         match split(rt, &delivery, &key).await {
-                            Ok(p) => {
-                                let acker = delivery.acker;
-                                in_flight_keys.hold(&key);
-                                pending.push_back(Box::pin(async move { (p.wait().await, acker, key) }));
-                            }
+                            Ok(p) => splits.push_back(p, delivery, key),
                             Err(e) => {
                                 tracing::warn!(flow = %rt.label, error = %e, "splitter could not publish; requeueing");
-                                let _ = delivery.acker.nack(BasicNackOptions { requeue: true, multiple: false }).await;
+                                held.push(delivery);
                                 break Err(SessionError::Cancelled);
                             }
                         }
@@ -237,10 +246,18 @@ async fn session(
     // Drain: in-flight messages finish and are acked; on timeout they are left unacked and
     // the broker redelivers them.
     let drain = async {
-        while tasks.join_next().await.is_some() {}
-        while let Some((confirmed, acker, _)) = pending.next().await {
-            if settle_split(confirmed, acker).await.is_err() {
-                break;
+        while let Some(joined) = tasks.join_next().await {
+            if let Ok(finished) = joined {
+                send_acks(finish(&mut acks, finished)).await;
+            }
+        }
+        // Splits settle in delivery order: confirmed ones are acked, refused ones held.
+        while let Some((confirmed, delivery, _)) = splits.pending.next().await {
+            match confirmed {
+                Ok(()) => {
+                    let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+                }
+                Err(_) => held.push(delivery),
             }
         }
     };
@@ -251,9 +268,33 @@ async fn session(
         tracing::warn!(flow = %rt.label, queue = %queue, "drain timed out; unacked messages will be redelivered");
         tasks.abort_all();
     }
+    send_acks(acks.flush()).await;
+    if kind == ConsumerKind::Splitter {
+        requeue_in_order(held, &mut consumer).await;
+    }
     let _ = channel.close(200, "bye".into()).await;
     let _ = connection.close(200, "bye".into()).await;
     outcome
+}
+
+/// Requeues, one by one and in delivery order, the splitter's unsplit messages: those it held,
+/// then those the broker had sent ahead. The broker puts requeued messages back in the order of
+/// their nacks; leaving them to the channel's close would give up that order.
+async fn requeue_in_order(mut held: Vec<Delivery>, consumer: &mut lapin::Consumer) {
+    let requeue = BasicNackOptions {
+        requeue: true,
+        multiple: false,
+    };
+    held.sort_by_key(|d| d.delivery_tag);
+    for d in held {
+        let _ = d.acker.nack(requeue).await;
+    }
+    // After the cancel, the stream yields what was already sent, then ends.
+    while let Ok(Some(Ok(d))) =
+        tokio::time::timeout(Duration::from_millis(500), consumer.next()).await
+    {
+        let _ = d.acker.nack(requeue).await;
+    }
 }
 
 /// The partition key of a delivery. A flow whose programs may loop computes it within its
@@ -283,7 +324,7 @@ async fn partition_key(rt: &FlowRuntime, delivery: &Delivery) -> String {
 }
 
 type SplitConfirm = std::pin::Pin<
-    Box<dyn std::future::Future<Output = (Result<(), DeliveryError>, Acker, String)> + Send>,
+    Box<dyn std::future::Future<Output = (Result<(), DeliveryError>, Delivery, String)> + Send>,
 >;
 
 /// Partition keys with a split copy not yet confirmed, with how many.
@@ -309,27 +350,76 @@ impl KeysInFlight {
     }
 }
 
-/// Acks a split's source message once its partition copy is confirmed.
-async fn settle_split(
-    confirmed: Result<(), DeliveryError>,
-    acker: Acker,
-) -> Result<(), SessionError> {
-    match confirmed {
-        Ok(()) => {
-            let _ = acker.ack(BasicAckOptions::default()).await;
-            Ok(())
+/// The splitter's copies on their way to the partitions, in the order of their messages, and
+/// the keys they hold.
+#[derive(Default)]
+struct Splits {
+    pending: FuturesOrdered<SplitConfirm>,
+    keys: KeysInFlight,
+    /// The wait before the next re-send of a refused copy.
+    backoff: Duration,
+}
+
+/// The first wait before re-sending a refused partition copy; it doubles up to
+/// [`SPLIT_BACKOFF_MAX`] while copies keep being refused.
+const SPLIT_BACKOFF_FIRST: Duration = Duration::from_millis(200);
+const SPLIT_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+impl Splits {
+    fn push_back(&mut self, p: PendingConfirm, delivery: Delivery, key: String) {
+        self.keys.hold(&key);
+        self.pending
+            .push_back(Box::pin(async move { (p.wait().await, delivery, key) }));
+    }
+
+    /// Settles the oldest copy: its message is acked once the partition confirmed it. A refused
+    /// copy (a partition full or gone) is sent again in place, after a growing wait, and keeps
+    /// its key held, so no later message of the key overtakes it and nothing is requeued. The
+    /// error, with the message, when it cannot even be sent again or the worker stops.
+    async fn settle(
+        &mut self,
+        rt: &FlowRuntime,
+        (confirmed, delivery, key): (Result<(), DeliveryError>, Delivery, String),
+        shutdown: &CancellationToken,
+    ) -> Result<(), (SessionError, Delivery)> {
+        let error = match confirmed {
+            Ok(()) => {
+                self.keys.release(&key);
+                self.backoff = Duration::ZERO;
+                let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+                return Ok(());
+            }
+            Err(e) => e,
+        };
+        self.backoff = self
+            .backoff
+            .max(SPLIT_BACKOFF_FIRST / 2)
+            .saturating_mul(2)
+            .min(SPLIT_BACKOFF_MAX);
+        rt.metrics
+            .settle_retries
+            .get_or_create(&Metrics::flow(&rt.label))
+            .inc();
+        tracing::warn!(flow = %rt.label, error = %error.loggable(), retry_in_ms = self.backoff.as_millis() as u64, "partition refused a copy; sending it again");
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                self.keys.release(&key);
+                return Err((SessionError::Cancelled, delivery));
+            }
+            _ = tokio::time::sleep(self.backoff) => {}
         }
-        Err(e) => {
-            tracing::warn!(error = %e, "partition publish failed; requeueing");
-            let _ = acker
-                .nack(BasicNackOptions {
-                    requeue: true,
-                    multiple: false,
-                })
-                .await;
-            // Later splits may overtake the requeued one: restart the session so the
-            // unconfirmed tail comes back in order.
-            Err(SessionError::Cancelled)
+        match split(rt, &delivery, &key).await {
+            Ok(p) => {
+                // Still the oldest: it goes back to the front, its key still held.
+                self.pending
+                    .push_front(Box::pin(async move { (p.wait().await, delivery, key) }));
+                Ok(())
+            }
+            Err(e) => {
+                self.keys.release(&key);
+                tracing::warn!(flow = %rt.label, error = %e.loggable(), "splitter could not publish; requeueing");
+                Err((SessionError::Cancelled, delivery))
+            }
         }
     }
 }
@@ -357,6 +447,30 @@ fn arrival(delivery: &Delivery) -> Arrival<'_> {
     Arrival {
         exchange: delivery.exchange.as_str(),
         routing_key: delivery.routing_key.as_str(),
+    }
+}
+
+/// Records a finished pipeline run in the ack window: the acks due now.
+fn finish(
+    acks: &mut AckWindow<Acker>,
+    (tag, acker, d): (u64, Acker, Disposition),
+) -> Vec<Ack<Acker>> {
+    match d {
+        Disposition::Ack => acks.finished(tag, acker),
+        Disposition::Requeue => acks.settled_otherwise(tag),
+    }
+}
+
+/// Sends acks; one that fails leaves its deliveries to the broker, which redelivers them once
+/// the channel is gone.
+async fn send_acks(due: Vec<Ack<Acker>>) {
+    for ack in due {
+        let options = BasicAckOptions {
+            multiple: ack.multiple,
+        };
+        if let Err(e) = ack.handle.ack(options).await {
+            tracing::debug!(error = %e, "could not ack; the broker will redeliver");
+        }
     }
 }
 
