@@ -22,6 +22,9 @@ use crate::pipeline::CompiledFlow;
 use crate::sink::amqp::{ConfirmPublisher, PublisherSettings};
 use crate::sink::http::{HostLimits, HttpSink};
 
+/// Longest wait for a flow's publisher lanes to open before its consumers start.
+const WARM_UP_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Where one route delivers.
 pub enum RouteSink {
     /// Publish to an exchange.
@@ -77,6 +80,30 @@ pub struct FlowRuntime {
 }
 
 impl FlowRuntime {
+    /// Opens every publisher lane the flow delivers through (its routes' exchanges, its own
+    /// exchange for retries and dead-letters, its partition exchange), all at once. A lane
+    /// that cannot open now opens at its first publish instead.
+    pub async fn warm_up(&self) {
+        let mut lanes: Vec<(&ConfirmPublisher, String)> =
+            vec![(&self.publisher, self.flow.names.exchange())];
+        if self.flow.is_ordered() {
+            lanes.push((&self.publisher, self.flow.names.partition_exchange()));
+        }
+        for sink in &self.sinks {
+            if let RouteSink::Amqp {
+                publisher,
+                exchange,
+                ..
+            } = sink
+            {
+                lanes.push((publisher, exchange.clone()));
+            }
+        }
+        let opening = futures::future::join_all(lanes.iter().map(|(p, e)| p.prepare(e)));
+        // A broker that does not answer is not waited for: its lanes open lazily.
+        let _ = tokio::time::timeout(WARM_UP_TIMEOUT, opening).await;
+    }
+
     /// Waits until the flow may take a body of `len` bytes into process within its prefetch
     /// byte budget; the reservation lasts as long as the value returned. A body larger than
     /// the whole budget waits until nothing else is in process, then runs alone.

@@ -372,6 +372,12 @@ impl ConfirmPublisher {
         }
     }
 
+    /// Opens the connection and confirm channel of `exchange` now rather than at its first
+    /// publish, so that the first messages do not wait for a handshake.
+    pub async fn prepare(&self, exchange: &str) -> Result<(), DeliveryError> {
+        self.inner.channel(exchange).await.map(|_| ())
+    }
+
     /// Publishes and waits for the broker's confirm. Only an ack without a return is success.
     pub async fn publish(
         &self,

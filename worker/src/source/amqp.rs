@@ -153,6 +153,8 @@ async fn session(
             "queue name longer than 255 bytes",
         ))
     })?;
+    // Deliveries should not wait for publisher handshakes once messages flow.
+    rt.warm_up().await;
     let mut consumer = channel
         .basic_consume(
             queue_name,
