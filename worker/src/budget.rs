@@ -102,6 +102,16 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicBool;
 
+    /// Work that runs until `release` is set.
+    fn spin_until(release: &Arc<AtomicBool>) -> impl FnOnce() + Send + 'static {
+        let held = release.clone();
+        move || {
+            while !held.load(Ordering::Acquire) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+
     #[tokio::test]
     async fn work_within_the_budget_answers() {
         let budget = TransformBudget::new(Duration::from_secs(5), Gauge::default());
@@ -114,15 +124,8 @@ mod tests {
         let runaways = Gauge::default();
         let budget = TransformBudget::new(Duration::from_millis(20), runaways.clone());
         let release = Arc::new(AtomicBool::new(false));
-        let held = release.clone();
         let started = std::time::Instant::now();
-        let out = budget
-            .run(move || {
-                while !held.load(Ordering::Acquire) {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            })
-            .await;
+        let out = budget.run(spin_until(&release)).await;
         assert_eq!(out, Err(Unfinished::OverBudget));
         assert!(
             started.elapsed() < Duration::from_secs(5),
@@ -146,14 +149,7 @@ mod tests {
         let budget = TransformBudget::new(Duration::from_millis(5), runaways.clone());
         let release = Arc::new(AtomicBool::new(false));
         for _ in 0..RUNAWAY_LIMIT {
-            let held = release.clone();
-            let out = budget
-                .run(move || {
-                    while !held.load(Ordering::Acquire) {
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                })
-                .await;
+            let out = budget.run(spin_until(&release)).await;
             assert_eq!(out, Err(Unfinished::OverBudget));
         }
         assert!(budget.exhausted());

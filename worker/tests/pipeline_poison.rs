@@ -120,10 +120,7 @@ async fn poison_goes_to_the_dlq_on_first_attempt_and_the_worker_keeps_going() {
         Duration::from_millis(500),
     )
     .await;
-    let mut ids: Vec<String> = delivered
-        .iter()
-        .filter_map(|d| d.properties.message_id().as_ref().map(|s| s.to_string()))
-        .collect();
+    let mut ids = message_ids(&delivered);
     ids.sort();
     assert_eq!(
         ids,

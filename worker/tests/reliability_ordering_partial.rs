@@ -54,8 +54,8 @@ use millrace_crds::worker_config::{
     DestinationConfig, OrderingConfig, RetryConfig, RouteConfig, WorkerConfig,
 };
 use millrace_testkit::TestVhost;
+use millrace_worker::RunningWorker;
 use millrace_worker::metrics::Metrics;
-use millrace_worker::{RunningWorker, SecretResolver, WorkerOptions};
 use serde_json::{Value, json};
 use support::*;
 
@@ -194,20 +194,7 @@ fn flow_label(flow: &str) -> String {
 /// Starts a worker without waiting for readiness: a splitter that fails on its first messages
 /// is ready only for moments, which a readiness poll may never see.
 async fn start_worker_now(vhost: &TestVhost, config: WorkerConfig) -> RunningWorker {
-    let options = WorkerOptions {
-        listen: "127.0.0.1:0".parse().expect("a loopback address"),
-        drain_timeout: Duration::from_secs(10),
-        secrets: SecretResolver {
-            values: [
-                (BUS_URI.to_string(), vhost.amqp_uri()),
-                ("TEST_ERP_TOKEN".to_string(), "erp-token".to_string()),
-            ]
-            .into(),
-            kube: None,
-        },
-        ..WorkerOptions::default()
-    };
-    millrace_worker::start(config, options)
+    millrace_worker::start(config, test_options(vhost))
         .await
         .expect("worker starts")
 }

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use millrace_testkit::TestVhost;
-use millrace_worker::{RunningWorker, SecretResolver, WorkerOptions};
+use millrace_worker::{RunningWorker, WorkerOptions};
 use support::*;
 
 const EVENTS: usize = 8;
@@ -61,24 +61,10 @@ async fn start_with_budget(
     prefetch_bytes: usize,
 ) -> RunningWorker {
     let options = WorkerOptions {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        drain_timeout: Duration::from_secs(10),
-        secrets: SecretResolver {
-            values: [
-                (BUS_URI.to_string(), vhost.amqp_uri()),
-                ("TEST_ERP_TOKEN".to_string(), "erp-token".to_string()),
-            ]
-            .into(),
-            kube: None,
-        },
         prefetch_bytes,
-        ..WorkerOptions::default()
+        ..test_options(vhost)
     };
-    let worker = millrace_worker::start(config("plant-berlin", flow, base), options)
-        .await
-        .expect("worker starts");
-    wait_ready(worker.addr).await;
-    worker
+    start_worker_with(config("plant-berlin", flow, base), options).await
 }
 
 /// Runs `EVENTS` events for the Berlin plant (the HTTP route's) through a worker with

@@ -53,38 +53,20 @@ async fn a_looping_transform_is_dead_lettered_over_budget_and_the_worker_stays_h
         Duration::from_millis(500),
     )
     .await;
-    let mut ids: Vec<String> = delivered
-        .iter()
-        .filter_map(|d| d.properties.message_id().as_ref().map(|s| s.to_string()))
-        .collect();
+    let mut ids = message_ids(&delivered);
     ids.sort();
     assert_eq!(
         ids,
         ["after", "before"],
         "the events around the loop arrive"
     );
-
-    let dlq = collect(
+    the_dead_letter(
         &ch,
-        &format!("{MAIN}.dlq"),
-        1,
-        Duration::from_secs(30),
-        Duration::from_millis(500),
+        MAIN,
+        "transform_budget_exceeded",
+        "--transform-budget-ms",
     )
     .await;
-    assert_eq!(dlq.len(), 1, "the looping event is dead-lettered");
-    assert_eq!(
-        dlq[0].header("x-millrace-reason").as_deref(),
-        Some("transform_budget_exceeded")
-    );
-    assert!(
-        dlq[0]
-            .header("x-millrace-last-error")
-            .unwrap_or_default()
-            .contains("--transform-budget-ms"),
-        "the error names the setting: {:?}",
-        dlq[0].header("x-millrace-last-error")
-    );
 
     // The abandoned run still spins on its own thread; the server does not notice. (Were it
     // on the executor, this request would wait for good.)

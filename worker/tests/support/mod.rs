@@ -189,10 +189,10 @@ pub fn config(namespace: &str, flow: &str, http_base: &str) -> WorkerConfig {
     }
 }
 
-/// Starts a worker on `vhost` with `config`, on free loopback ports, and waits until it
-/// consumes.
-pub async fn start_worker(vhost: &TestVhost, config: WorkerConfig) -> RunningWorker {
-    let options = WorkerOptions {
+/// Options of an in-process test worker on `vhost`: free loopback ports, the test configs'
+/// secrets, defaults otherwise.
+pub fn test_options(vhost: &TestVhost) -> WorkerOptions {
+    WorkerOptions {
         listen: "127.0.0.1:0".parse().unwrap(),
         drain_timeout: Duration::from_secs(10),
         secrets: SecretResolver {
@@ -205,7 +205,17 @@ pub async fn start_worker(vhost: &TestVhost, config: WorkerConfig) -> RunningWor
             kube: None,
         },
         ..WorkerOptions::default()
-    };
+    }
+}
+
+/// Starts a worker on `vhost` with `config`, on free loopback ports, and waits until it
+/// consumes.
+pub async fn start_worker(vhost: &TestVhost, config: WorkerConfig) -> RunningWorker {
+    start_worker_with(config, test_options(vhost)).await
+}
+
+/// Starts a worker with `config` and `options`, and waits until it consumes.
+pub async fn start_worker_with(config: WorkerConfig, options: WorkerOptions) -> RunningWorker {
     let worker = millrace_worker::start(config, options)
         .await
         .expect("worker starts");
@@ -361,6 +371,36 @@ pub struct Received {
     pub body: Vec<u8>,
     /// Properties.
     pub properties: BasicProperties,
+}
+
+/// The message ids of `received`, in order.
+pub fn message_ids(received: &[Received]) -> Vec<String> {
+    received
+        .iter()
+        .filter_map(|d| d.properties.message_id().as_ref().map(|s| s.to_string()))
+        .collect()
+}
+
+/// Waits for exactly one message in the DLQ of the flow whose main queue is `main`, and checks
+/// its reason and that its last error names `setting`.
+pub async fn the_dead_letter(ch: &Channel, main: &str, reason: &str, setting: &str) -> Received {
+    let mut dlq = collect(
+        ch,
+        &format!("{main}.dlq"),
+        1,
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+    )
+    .await;
+    assert_eq!(dlq.len(), 1, "one message is dead-lettered");
+    let d = dlq.remove(0);
+    assert_eq!(d.header("x-millrace-reason").as_deref(), Some(reason));
+    let error = d.header("x-millrace-last-error").unwrap_or_default();
+    assert!(
+        error.contains(setting),
+        "the error names {setting}: {error}"
+    );
+    d
 }
 
 impl Received {
