@@ -135,26 +135,20 @@ async fn handle_inner(
     );
     let redeliveries =
         headers::get_u32(properties.headers().as_ref(), headers::DELIVERY_COUNT).unwrap_or(0);
-    if redeliveries >= rt.max_redeliveries {
-        let detail = format!(
-            "the broker delivered this message {} times and it was never settled; the limit is {} (--max-redeliveries): something about it crashes or stalls the worker",
-            redeliveries + 1,
-            rt.max_redeliveries
-        );
+    let run = if redeliveries >= rt.max_redeliveries {
         tracing::warn!(flow = %rt.label, redeliveries, "redelivery limit reached; dead-lettering without running the pipeline");
-        return dead_letter_settled(
-            rt,
-            mode,
-            body,
-            properties,
-            state.attempts.max(1),
-            state.first_failure.as_deref(),
+        Err(Rejection::new(
             DeadLetterReason::DeliveryLimitExceeded,
-            &detail,
-        )
-        .await;
-    }
-    let processed = match run_pipeline(rt, body, properties).await {
+            format!(
+                "the broker delivered this message {} times and it was never settled; the limit is {} (--max-redeliveries): something about it crashes or stalls the worker",
+                redeliveries + 1,
+                rt.max_redeliveries
+            ),
+        ))
+    } else {
+        run_pipeline(rt, body, properties).await
+    };
+    let processed = match run {
         Ok(p) => p,
         Err(rejection) => {
             if matches!(
