@@ -168,11 +168,9 @@ pub fn build(
     metrics: &Arc<Metrics>,
     limits: Limits,
 ) -> Result<Runtimes, ConfigError> {
-    let publisher_settings = limits.publisher;
-    let http_max_in_flight_per_host = limits.http_max_in_flight_per_host;
     let mut publishers: HashMap<String, Arc<ConfirmPublisher>> = HashMap::new();
     let mut http_sinks: HashMap<String, Arc<HttpSink>> = HashMap::new();
-    let http_hosts = HostLimits::new(http_max_in_flight_per_host);
+    let http_hosts = HostLimits::new(limits.http_max_in_flight_per_host);
     let raw = &config.raw;
     let broker_of = |name: &str, field: String| -> Result<AmqpConnector, ConfigError> {
         let conn = raw
@@ -200,7 +198,7 @@ pub fn build(
             let p = Arc::new(ConfirmPublisher::new(
                 broker,
                 format!("millrace-worker publisher {name}"),
-                publisher_settings,
+                limits.publisher,
             ));
             publishers.insert(name.to_string(), p.clone());
             Ok(p)

@@ -64,6 +64,8 @@ pub struct CompiledFlow {
     ordering: Option<JqProgram>,
     /// Largest accepted body.
     pub max_message_bytes: usize,
+    /// See [`CompiledFlow::may_loop`].
+    may_loop: bool,
 }
 
 /// An event that went through the pipeline and is ready for delivery.
@@ -216,7 +218,14 @@ impl CompiledFlow {
             ));
         }
         let names = FlowNames::new(&config.namespace, &config.name);
+        let may_loop = transform
+            .iter()
+            .chain(&idempotency)
+            .chain(&ordering)
+            .chain(routes.iter().filter_map(|r| r.when.as_ref()))
+            .any(JqProgram::may_loop);
         Ok(Self {
+            may_loop,
             plan: millrace_topology::plan(config),
             names,
             config: config.clone(),
@@ -391,12 +400,7 @@ impl CompiledFlow {
     /// Whether any of the flow's jq programs may run for a time unbounded by its event (see
     /// [`JqProgram::may_loop`]): such flows run under [`crate::budget::TransformBudget`].
     pub fn may_loop(&self) -> bool {
-        self.transform
-            .iter()
-            .chain(&self.idempotency)
-            .chain(&self.ordering)
-            .chain(self.routes.iter().filter_map(|r| r.when.as_ref()))
-            .any(JqProgram::may_loop)
+        self.may_loop
     }
 
     /// Whether the flow is ordered.

@@ -487,49 +487,10 @@ pub struct Destination {
     pub base: String,
 }
 
-type Answer = Arc<dyn Fn(Instant) -> u16 + Send + Sync>;
-
-#[derive(Clone)]
-struct DestState {
-    requests: Arc<Mutex<Vec<Recorded>>>,
-    answer: Answer,
-    started: Instant,
-}
-
 /// Starts a destination on 127.0.0.1:0; `answer` maps the server's start time to a status.
 pub async fn destination(answer: impl Fn(Instant) -> u16 + Send + Sync + 'static) -> Destination {
-    let requests = Arc::new(Mutex::new(Vec::new()));
-    let state = DestState {
-        requests: requests.clone(),
-        answer: Arc::new(answer),
-        started: Instant::now(),
-    };
-    async fn handle(
-        State(s): State<DestState>,
-        uri: axum::http::Uri,
-        headers: HeaderMap,
-        body: Bytes,
-    ) -> StatusCode {
-        let status = (s.answer)(s.started);
-        s.requests.lock().unwrap().push(Recorded {
-            at: Instant::now(),
-            path: uri.path().to_string(),
-            headers,
-            body,
-            status,
-        });
-        StatusCode::from_u16(status).unwrap()
-    }
-    let app = axum::Router::new().fallback(handle).with_state(state);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    Destination {
-        requests,
-        base: format!("http://{addr}/api"),
-    }
+    let started = Instant::now();
+    destination_per_request(move |_, _| answer(started)).await
 }
 
 impl Destination {
