@@ -411,7 +411,15 @@ async fn a_rotated_secret_rolls_the_workers_and_reaches_the_broker_connection() 
             "connection {name} after the rotation: {status:#?}"
         );
     }
-    let users = rabbit.users_connected_to(vhost).await;
+    // The operator holds its broker connections only while it declares and probes, so one
+    // sample may fall between two of them.
+    let users = wait_for(
+        "the operator connected with the new user only",
+        Duration::from_secs(30),
+        async || rabbit.users_connected_to(vhost).await,
+        |users| users.contains(&second) && !users.contains(&first),
+    )
+    .await;
     assert!(
         users.contains(&second) && !users.contains(&first),
         "connected to {vhost}: {users:?}"

@@ -8,11 +8,14 @@
 //!
 //! The size is checked before the body is buffered: a `Content-Length` over the limit is
 //! answered at once, without reading the body (nor sending `100 Continue`), and a body without
-//! one is read only until it passes the limit.
+//! one is read only until it passes the limit. The rest of a refused body is then read and
+//! thrown away (up to 64 MiB, for up to 10 s), so that a sender still writing it gets to read
+//! the 413 rather than a reset connection.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::body::Body;
+use axum::body::{Body, BodyDataStream};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
@@ -71,6 +74,7 @@ pub async fn ingest(
     };
     let content_length = header("content-length").and_then(|l| l.parse::<u64>().ok());
     if content_length.is_some_and(|len| len > target.max_bytes as u64) {
+        discard_rest(body.into_data_stream());
         return too_large(&target);
     }
     let content_type = header("content-type");
@@ -82,7 +86,10 @@ pub async fn ingest(
     }
     let bytes = match read_body(body, target.max_bytes, content_length).await {
         Ok(bytes) => bytes,
-        Err(BodyError::TooLarge) => return too_large(&target),
+        Err(BodyError::TooLarge(rest)) => {
+            discard_rest(rest);
+            return too_large(&target);
+        }
         Err(BodyError::Unreadable(e)) => {
             tracing::debug!(flow = %target.label, error = %e, "ingress could not read a body");
             return reject(
@@ -151,10 +158,33 @@ fn too_large(target: &IngressTarget) -> Response {
     )
 }
 
+/// Most bytes of a refused body read and thrown away after the 413, and the longest time spent
+/// on it. A sender still writing its body when the 413 goes out would otherwise have its
+/// connection reset under it and see a broken pipe instead of the answer.
+const DISCARD_MAX_BYTES: usize = 64 * 1024 * 1024;
+const DISCARD_MAX_TIME: Duration = Duration::from_secs(10);
+
+/// Reads the rest of a refused body in the background and throws it away, within
+/// [`DISCARD_MAX_BYTES`] and [`DISCARD_MAX_TIME`]; past either the connection is closed.
+fn discard_rest(mut rest: BodyDataStream) {
+    tokio::spawn(async move {
+        let drain = async {
+            let mut read = 0;
+            while let Some(Ok(frame)) = rest.next().await {
+                read += frame.len();
+                if read > DISCARD_MAX_BYTES {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DISCARD_MAX_TIME, drain).await;
+    });
+}
+
 /// Why a body was not read.
 enum BodyError {
-    /// It passed the limit; reading stopped there.
-    TooLarge,
+    /// It passed the limit; reading stopped there, and the rest is still to come.
+    TooLarge(BodyDataStream),
     /// The connection failed or the framing was broken.
     Unreadable(axum::Error),
 }
@@ -173,7 +203,7 @@ async fn read_body(
     while let Some(frame) = frames.next().await {
         let frame = frame.map_err(BodyError::Unreadable)?;
         if frame.len() > max_bytes - bytes.len() {
-            return Err(BodyError::TooLarge);
+            return Err(BodyError::TooLarge(frames));
         }
         bytes.extend_from_slice(&frame);
     }
